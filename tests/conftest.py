@@ -56,3 +56,33 @@ def llama_tokenizer(request, tokenizer_dir_legacy, tokenizer_dir_nonlegacy):
 
     path = tokenizer_dir_legacy if request.param else tokenizer_dir_nonlegacy
     return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_foundation(tmp_path_factory, tokenizer_dir_legacy):
+    """Random tiny LM (with the real tokenizer) and CLIP tower directories, written once per session."""
+    from llava.model.tiny import write_tiny_language_model, write_tiny_vision_tower
+
+    root = tmp_path_factory.mktemp("tiny_foundation")
+    lm = write_tiny_language_model(root / "lm", tokenizer_dir_legacy)
+    tower = write_tiny_vision_tower(root / "tower")
+    return {"lm": lm, "tower": tower, "tokenizer": tokenizer_dir_legacy}
+
+
+@pytest.fixture
+def tiny_model_factory(tiny_foundation):
+    """Build a tiny LlavaLlamaForCausalLM with a given projector type (random projector, loaded LM and tower)."""
+    import torch
+
+    from llava.model.builder import load_language_model, load_vision_tower
+    from llava.model.llava_llama import LlavaLlamaForCausalLM
+    from llava.model.tiny import tiny_llava_config
+
+    def make(projector_type: str = "mlp2x_gelu", seed: int = 0, **mm):
+        torch.manual_seed(seed)
+        config = tiny_llava_config(tiny_foundation["lm"], tiny_foundation["tower"], projector_type, **mm)
+        lm = load_language_model(tiny_foundation["lm"], config, torch.float32)
+        tower = load_vision_tower(config, None, torch.float32)
+        return LlavaLlamaForCausalLM(config, language_model=lm, vision_tower=tower).eval()
+
+    return make

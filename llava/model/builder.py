@@ -1,0 +1,234 @@
+"""Loading and saving whole models: every checkpoint format, decided by the files present, never by names.
+
+Formats (SPEC 3.7, 4.4, 4.5):
+- full:      config.json + model weights (reference key layout), tower weights optional
+- projector: config.json + mm_projector.bin (stage-1 output); the LLM comes from `model_base`
+- lora:      config.json + adapter_config.json + adapter_model.* + non_lora_trainables.* (+ Vit-lora/);
+             the LLM comes from `model_base` (or the adapter's recorded base)
+A `Vit-lora/` folder next to any of them is applied automatically.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, PretrainedConfig
+
+from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from llava.model import compat, lora
+from llava.model.config import CheckpointFormatError, load_llava_config, vision_config_of
+from llava.model.llava_llama import LlavaLlamaForCausalLM
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointFormat(enum.Enum):
+    FULL = "full"
+    PROJECTOR = "projector"
+    LORA = "lora"
+
+
+def detect_format(model_path: str | Path) -> CheckpointFormat:
+    path = Path(model_path)
+    if not path.is_dir():
+        raise CheckpointFormatError(f"{path} is not a directory (hub ids must be downloaded first)")
+    if (path / "adapter_config.json").is_file():
+        return CheckpointFormat.LORA
+    if compat.weight_files(path):
+        return CheckpointFormat.FULL
+    if (path / "mm_projector.bin").is_file() or (path / "mm_projector.safetensors").is_file():
+        return CheckpointFormat.PROJECTOR
+    present = sorted(p.name for p in path.iterdir())
+    raise CheckpointFormatError(
+        f"{path} is no LLaVA checkpoint: expected model weights, mm_projector.bin, or a LoRA adapter "
+        f"(adapter_config.json); found {present}"
+    )
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    return {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def load_language_model(
+    source: str | Path, config: PretrainedConfig, dtype: torch.dtype, attn_implementation: str = "sdpa",
+    quantization: str | None = None, device_map=None,
+):
+    """The causal LM from `source` weights (reference key layout), with `config` (extra mm fields ignored)."""
+    kwargs = {"config": config, "dtype": dtype, "attn_implementation": attn_implementation}
+    if quantization:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True,
+                               bnb_4bit_quant_type="nf4")
+            if quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True)
+        )
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model, info = AutoModelForCausalLM.from_pretrained(str(source), output_loading_info=True, **kwargs)
+    missing = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
+    if missing:
+        raise CheckpointFormatError(f"language model weights in {source} lack {len(missing)} tensors: {missing[:5]}")
+    return model
+
+
+def load_vision_tower(config: PretrainedConfig, checkpoint: Path | None, dtype: torch.dtype) -> CLIPVisionTower:
+    """The tower from weights inside the checkpoint when present, else from `mm_vision_tower` (SPEC 3.7)."""
+    select = (config.mm_vision_select_layer, config.mm_vision_select_feature)
+    tower_state = {}
+    if checkpoint is not None and compat.weight_files(checkpoint):
+        tower_state = compat.read_tensors(
+            compat.weight_files(checkpoint), lambda k: k.startswith("model.vision_tower.vision_tower.")
+        )
+    vision_config = vision_config_of(config)
+    if tower_state and vision_config is not None:
+        tower = CLIPVisionTower(vision_config, *select, name_or_path=getattr(config, "mm_vision_tower", None))
+        state = {compat.from_reference_key(k)[len("vision_tower.") :]: v for k, v in tower_state.items()}
+        result = tower.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if "position_ids" not in k]
+        if missing or result.unexpected_keys:
+            raise CheckpointFormatError(
+                f"vision tower weights in {checkpoint} do not fit its mm_vision_config: missing {missing[:4]}, "
+                f"unexpected {result.unexpected_keys[:4]}"
+            )
+        return tower.to(dtype)
+    name = getattr(config, "mm_vision_tower", None)
+    if not name:
+        raise CheckpointFormatError("config names no vision tower (mm_vision_tower) and holds no tower weights")
+    tower = CLIPVisionTower.from_pretrained(name, *select, dtype=dtype)
+    config.mm_vision_config = tower.config.to_dict()
+    return tower
+
+
+def _load_projector_state(model: LlavaLlamaForCausalLM, state: dict, source: Path) -> None:
+    try:
+        model.mm_projector.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointFormatError(
+            f"projector weights in {source} do not fit mm_projector_type={model.config.mm_projector_type!r}: {err}"
+        ) from err
+
+
+def load_pretrained_model(
+    model_path: str | Path,
+    model_base: str | Path | None = None,
+    model_name: str | None = None,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    device_map=None,
+    device: str = "cpu",
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str = "sdpa",
+    lora_pretrain: str | Path | None = None,
+    merge_lora: bool = True,
+):
+    """Return `(tokenizer, model, image_processor, context_len)` for any supported checkpoint format.
+
+    `model_name` is accepted for compatibility and ignored: the format is read from the files.
+    `lora_pretrain` points at a Vit-lora folder; `<model_path>/Vit-lora` is used when it exists.
+    """
+    del model_name
+    path = Path(model_path)
+    fmt = detect_format(path)
+    config = load_llava_config(path)
+    torch_dtype = _resolve_dtype(dtype, device)
+    quantization = "4bit" if load_4bit else "8bit" if load_8bit else None
+
+    if fmt is CheckpointFormat.FULL:
+        lm_source = path
+    else:
+        lm_source = model_base or (lora.adapter_base_path(path) if fmt is CheckpointFormat.LORA else None)
+        if not lm_source:
+            raise CheckpointFormatError(
+                f"{path} is a {fmt.value} checkpoint: pass --model-base with the language model it was trained on"
+            )
+    language_model = load_language_model(lm_source, config, torch_dtype, attn_implementation, quantization, device_map)
+    tower = load_vision_tower(config, path if fmt is CheckpointFormat.FULL else None, torch_dtype)
+    model = LlavaLlamaForCausalLM(config, language_model=language_model, vision_tower=tower)
+
+    if fmt is CheckpointFormat.FULL:
+        state = compat.read_tensors(compat.weight_files(path), lambda k: ".mm_projector." in f".{k}")
+        _load_projector_state(model, {k.split("mm_projector.", 1)[1]: v for k, v in state.items()}, path)
+    elif fmt is CheckpointFormat.PROJECTOR:
+        _load_projector_state(model, compat.load_projector(path), path)
+    else:
+        trainables = compat.load_non_lora_trainables(path)
+        projector = {k[len("mm_projector.") :]: v for k, v in trainables.items() if k.startswith("mm_projector.")}
+        _load_projector_state(model, projector, path)
+        others = {k: v for k, v in trainables.items() if not k.startswith("mm_projector.")}
+        if others:
+            result = model.load_state_dict(others, strict=False)
+            if result.unexpected_keys:
+                raise CheckpointFormatError(f"{path}: non-LoRA tensors not in the model: {result.unexpected_keys[:4]}")
+        lora.load_llm_adapter(model, path, merge=merge_lora)
+
+    vit_dir = Path(lora_pretrain) if lora_pretrain else path / compat.VIT_LORA_DIR
+    if lora_pretrain and not vit_dir.is_dir():
+        raise FileNotFoundError(f"--lora_pretrain {vit_dir} is not a directory")
+    if vit_dir.is_dir():
+        lora.load_vit_adapter(model, vit_dir, merge=merge_lora)
+
+    tokenizer_source = path if (path / "tokenizer_config.json").is_file() else Path(lm_source)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    _add_multimodal_tokens(tokenizer, model)
+    processor_source = path if (path / "preprocessor_config.json").is_file() else config.mm_vision_tower
+    image_processor = CLIPImageProcessor.from_pretrained(str(processor_source))
+
+    model.mm_projector.to(torch_dtype)
+    if quantization is None:
+        model.to(device=device if device_map is None else None, dtype=torch_dtype)
+    model.eval()
+    context_len = int(getattr(config, "max_sequence_length", None) or getattr(config, "model_max_length", 2048) or 2048)
+    return tokenizer, model, image_processor, context_len
+
+
+def _add_multimodal_tokens(tokenizer, model: LlavaLlamaForCausalLM) -> None:
+    new = []
+    if getattr(model.config, "mm_use_im_patch_token", False):
+        new.append(DEFAULT_IMAGE_PATCH_TOKEN)
+    if getattr(model.config, "mm_use_im_start_end", False):
+        new += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
+    if new and tokenizer.add_tokens(new, special_tokens=True):
+        model.language_model.resize_token_embeddings(len(tokenizer))
+
+
+# ---------------------------------------------------------------------- saving a full model
+def config_for_saving(model: LlavaLlamaForCausalLM) -> dict:
+    """Flat config.json: the LM's fields + mm fields + the tower's config, so it reloads offline."""
+    data = model.config.to_dict()
+    data["mm_vision_config"] = model._tower().config.to_dict()
+    data["mm_hidden_size"] = model._tower().hidden_size
+    data["architectures"] = ["LlavaLlamaForCausalLM"]
+    data["dtype"] = str(model.dtype).replace("torch.", "")
+    return data
+
+
+def save_pretrained_llava(
+    model: LlavaLlamaForCausalLM, output_dir: str | Path, tokenizer=None, image_processor=None,
+    max_shard_size: str = "5GB",
+) -> None:
+    """Write a full (merged) checkpoint in the reference key layout, as safetensors shards."""
+    import json
+
+    from huggingface_hub import save_torch_state_dict
+
+    if not isinstance(model.language_model, torch.nn.Module) or hasattr(model.language_model, "peft_config"):
+        raise ValueError("merge LoRA adapters before saving a full model (scripts/merge_lora_weights.py)")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {compat.to_reference_key(k): v for k, v in model.state_dict().items() if "position_ids" not in k}
+    save_torch_state_dict(state, str(out), max_shard_size=max_shard_size)
+    (out / "config.json").write_text(json.dumps(config_for_saving(model), indent=2, sort_keys=True))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    if image_processor is not None:
+        image_processor.save_pretrained(str(out))

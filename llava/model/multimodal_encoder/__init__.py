@@ -1,0 +1,1 @@
+"""Vision encoders that turn pixels into patch features."""
