@@ -90,6 +90,12 @@ def load_vision_tower(config: PretrainedConfig, checkpoint: Path | None, dtype: 
             compat.weight_files(checkpoint), lambda k: k.startswith("model.vision_tower.vision_tower.")
         )
     vision_config = vision_config_of(config)
+    if tower_state and vision_config is None and getattr(config, "mm_vision_tower", None):
+        # Reference merged checkpoints store tower weights but only name the tower's config (D13: use them).
+        from transformers import CLIPVisionConfig
+
+        vision_config = CLIPVisionConfig.from_pretrained(config.mm_vision_tower)
+        config.mm_vision_config = vision_config.to_dict()
     if tower_state and vision_config is not None:
         tower = CLIPVisionTower(vision_config, *select, name_or_path=getattr(config, "mm_vision_tower", None))
         state = {compat.from_reference_key(k)[len("vision_tower.") :]: v for k, v in tower_state.items()}
