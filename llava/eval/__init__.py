@@ -1,0 +1,1 @@
+"""Benchmark inference entry points, answer-file converters and scorers (`python -m llava.eval.<module>`)."""

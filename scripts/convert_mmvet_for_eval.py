@@ -1,0 +1,11 @@
+"""MM-Vet answers -> json for the official GPT-4 grader (thin wrapper of `python -m llava.eval.convert mmvet`)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llava.eval.convert import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["mmvet", *sys.argv[1:]])

@@ -1,0 +1,11 @@
+"""VizWiz answers -> EvalAI submission json (thin wrapper of `python -m llava.eval.convert vizwiz`)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llava.eval.convert import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["vizwiz", *sys.argv[1:]])
