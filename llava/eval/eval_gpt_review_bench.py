@@ -3,4 +3,4 @@
 from llava.eval.gpt_review import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
