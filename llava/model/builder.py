@@ -60,11 +60,16 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
 
 def load_language_model(
     source: str | Path, config: PretrainedConfig, dtype: torch.dtype, attn_implementation: str = "sdpa",
-    quantization: str | None = None, device_map=None,
+    quantization=None, device_map=None,
 ):
-    """The causal LM from `source` weights (reference key layout), with `config` (extra mm fields ignored)."""
+    """The causal LM from `source` weights (reference key layout), with `config` (extra mm fields ignored).
+
+    `quantization` is "4bit", "8bit" or a ready `BitsAndBytesConfig`.
+    """
     kwargs = {"config": config, "dtype": dtype, "attn_implementation": attn_implementation}
-    if quantization:
+    if quantization is not None and not isinstance(quantization, str):
+        kwargs["quantization_config"] = quantization
+    elif quantization:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = (
@@ -74,7 +79,15 @@ def load_language_model(
         )
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model, info = AutoModelForCausalLM.from_pretrained(str(source), output_loading_info=True, **kwargs)
+    # A merged LLaVA checkpoint also holds projector and tower tensors: expected, so keep them out of
+    # transformers' "unexpected keys" report (they are loaded separately below).
+    lm_class = AutoModelForCausalLM._model_mapping[type(config)]
+    ignored = getattr(lm_class, "_keys_to_ignore_on_load_unexpected", None)
+    lm_class._keys_to_ignore_on_load_unexpected = [*(ignored or []), r"mm_projector\.", r"vision_tower\."]
+    try:
+        model, info = lm_class.from_pretrained(str(source), output_loading_info=True, **kwargs)
+    finally:
+        lm_class._keys_to_ignore_on_load_unexpected = ignored
     missing = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
     if missing:
         raise CheckpointFormatError(f"language model weights in {source} lack {len(missing)} tensors: {missing[:5]}")
@@ -220,9 +233,12 @@ def config_for_saving(model: LlavaLlamaForCausalLM) -> dict:
 
 def save_pretrained_llava(
     model: LlavaLlamaForCausalLM, output_dir: str | Path, tokenizer=None, image_processor=None,
-    max_shard_size: str = "5GB",
+    max_shard_size: str = "5GB", state_dict: dict | None = None,
 ) -> None:
-    """Write a full (merged) checkpoint in the reference key layout, as safetensors shards."""
+    """Write a full (merged) checkpoint in the reference key layout, as safetensors shards.
+
+    `state_dict` (internal names) replaces `model.state_dict()`, e.g. tensors gathered from ZeRO-3 partitions.
+    """
     import json
 
     from huggingface_hub import save_torch_state_dict
@@ -231,7 +247,8 @@ def save_pretrained_llava(
         raise ValueError("merge LoRA adapters before saving a full model (scripts/merge_lora_weights.py)")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {compat.to_reference_key(k): v for k, v in model.state_dict().items() if "position_ids" not in k}
+    state = model.state_dict() if state_dict is None else state_dict
+    state = {compat.to_reference_key(k): v for k, v in state.items() if "position_ids" not in k}
     save_torch_state_dict(state, str(out), max_shard_size=max_shard_size)
     (out / "config.json").write_text(json.dumps(config_for_saving(model), indent=2, sort_keys=True))
     if tokenizer is not None:
