@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Captioning sweep of the original README: one model over the 7 caption sets, then one results table.
+#   MODEL_PATH=./checkpoints/sqllava-lora-7b MODEL_BASE=lmsys/vicuna-7b-v1.5 bash experiments.sh
+# Sets (folders under playground/data/eval/caption/, each with questions.jsonl, references.json, images/):
+#   coco_karpathy_test flickr30k_test nocaps_in nocaps_near nocaps_out conceptual concadia
+# Override the list with SETS="coco_karpathy_test flickr30k_test"; SQ=1 N_SHOT=5 adds test-time self-questioning.
+# Writes ${RESULTS_DIR:-results}/<ckpt>_captions.{md,json}. All scripts/eval/_common.sh variables apply (GPUs, batch size...).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+SETS=${SETS:-"coco_karpathy_test flickr30k_test nocaps_in nocaps_near nocaps_out conceptual concadia"}
+MODEL_PATH=${MODEL_PATH:-./checkpoints/sqllava-lora-7b}
+CKPT=${CKPT:-$(basename "$MODEL_PATH")}
+EVAL_DIR=${EVAL_DIR:-./playground/data/eval}
+export MODEL_PATH CKPT EVAL_DIR
+for SET in $SETS; do
+  if [ ! -f "$EVAL_DIR/caption/$SET/questions.jsonl" ]; then
+    echo "[experiments] skipping $SET: $EVAL_DIR/caption/$SET/questions.jsonl not found"
+    continue
+  fi
+  echo "[experiments] $SET"
+  SET=$SET bash scripts/eval/captioning.sh
+done
+# shellcheck disable=SC2086
+${PYTHON:-python} -m llava.eval.results_table captions --eval-dir "$EVAL_DIR" --ckpt "$CKPT" --sets $SETS \
+  --out "${RESULTS_DIR:-results}/${CKPT}_captions"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The 12 LLaVA-1.5 benchmarks for one model, then one results table (results/<ckpt>_benchmarks.{md,json}).
+#   MODEL_PATH=... MODEL_BASE=... bash scripts/eval/benchmarks.sh
+#   BENCHMARKS="pope textvqa sqa" bash scripts/eval/benchmarks.sh      # a subset
+# Locally scored: SQA-IMG, TextVQA, POPE (and SEED per type); the others produce their submission files.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BENCHMARKS=${BENCHMARKS:-"vqav2 gqa vizwiz sqa textvqa pope mme mmbench mmbench_cn seed llavabench mmvet"}
+MODEL_PATH=${MODEL_PATH:-./checkpoints/sqllava-lora-7b}
+CKPT=${CKPT:-$(basename "$MODEL_PATH")}
+export MODEL_PATH CKPT
+for B in $BENCHMARKS; do
+  echo "[benchmarks] $B"
+  bash "$HERE/$B.sh" || echo "[benchmarks] $B failed (see above); continuing"
+done
+cd "$HERE/../.."
+${PYTHON:-python} -m llava.eval.results_table benchmarks --eval-dir "${EVAL_DIR:-./playground/data/eval}" \
+  --ckpt "$CKPT" --out "${RESULTS_DIR:-results}/${CKPT}_benchmarks"
