@@ -49,6 +49,9 @@ def test_valid_flags_parse(tmp_path):
 CASES = [
     # (extra flags, text the error must contain)
     (["--no_such_flag", "1"], "--no_such_flag"),
+    (["--chunked_loss_size", "-1"], "--chunked_loss_size"),
+    (["--packing_max_row_tokens", "512"], "--packing_max_row_tokens"),
+    (["--packing", "True", "--group_by_modality_length", "True"], "--packing"),
     (["--lora_enabl", "True"], "--lora_enabl"),  # no abbreviations: a typo is an error, not another flag
     (["--bits", "4"], "--bits 4"),
     (["--bits", "8"], "--bits 8"),

@@ -346,3 +346,23 @@ def test_summary_names_components_and_files(tiny_model_factory):
     stage.apply(model, plan, model_args, train_args)
     text = stage.summary(model, plan, train_args)
     assert "stage pretrain" in text and "mm_projector.bin" in text and "Vit-lora/" in text and "0.0002" in text
+
+
+@pytest.mark.slow
+def test_packing_and_chunked_loss_match_the_plain_path(workspace):
+    """--packing (padding-free rows) and the chunked loss give the plain padded run's loss curve."""
+    def run(name: str, *extra: str) -> list[float]:
+        out = workspace["root"] / name
+        run_train(["--model_name_or_path", str(workspace["lm"]), "--vision_tower", str(workspace["tower"]),
+                   "--version", "v1", "--data_path", str(workspace["chats"]), "--image_folder",
+                   str(workspace["images"]), "--mm_projector_type", "mlp2x_gelu", "--lora_enable", "True",
+                   "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.0", "--output_dir", str(out),
+                   "--max_steps", "3", "--learning_rate", "1e-3", *COMMON, "--save_strategy", "no", *extra])
+        return losses(out)
+
+    plain = run("plain_loss", "--chunked_loss_size", "0")
+    chunked = run("chunked_loss")
+    packed = run("packed", "--packing", "True")
+    assert len(plain) == 3
+    torch.testing.assert_close(torch.tensor(chunked), torch.tensor(plain), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.tensor(packed), torch.tensor(plain), rtol=1e-4, atol=1e-4)

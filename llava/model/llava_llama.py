@@ -5,6 +5,10 @@ reference format) or already a run of `num_image_tokens` sentinels; single senti
 sequence positions always equal embedding positions and left or right padding both work. Features are written
 into the embeddings with one vectorised `masked_scatter`; the LM is a stock `AutoModelForCausalLM`, so its
 `generate()` (KV cache, batching, streaming) is used as is, through `inputs_embeds`.
+
+Training fast paths (`llava.model.loss`, `llava.train.packing`): with labels in training mode the loss is a chunked
+cross-entropy over the LM's hidden states (no [B, T, V] logits; `chunked_loss_size`, 0 = off, `return_logits=True`
+for the plain path), and packed rows (`position_ids` restarting at 0, no attention mask) reach the LM unchanged.
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.model.config import vision_config_of
+from llava.model.loss import DEFAULT_CHUNK_SIZE, chunked_causal_lm_loss, output_layer
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector
 
 
 class ImageTokenMismatchError(ValueError):
     """The number of image positions in `input_ids` does not match the images given."""
+
+
+# Keyword arguments the chunked-loss path handles itself; any other LM kwarg (output_attentions, logits_to_keep...)
+# selects the plain path, which returns everything the LM returns.
+_CHUNKED_LOSS_KWARGS = frozenset({"num_items_in_batch", "use_cache", "shift_labels"})
 
 
 class LlavaLlamaForCausalLM(nn.Module):
@@ -33,9 +43,12 @@ class LlavaLlamaForCausalLM(nn.Module):
         language_model: nn.Module | None = None,
         vision_tower: CLIPVisionTower | None = None,
         attn_implementation: str | None = "sdpa",
+        chunked_loss_size: int | None = None,
     ):
         super().__init__()
         self.config = config
+        # Rows per chunk of the training loss; None: `config.chunked_loss_size`, else DEFAULT_CHUNK_SIZE; 0: off.
+        self.chunked_loss_size = chunked_loss_size
         if language_model is None:
             language_model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
         self.language_model = language_model
@@ -176,16 +189,63 @@ class LlavaLlamaForCausalLM(nn.Module):
         pixel_values: torch.Tensor | None = None,
         images: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        return_logits: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
+        """The LM's output on the spliced embeddings.
+
+        `position_ids` go to the LM as given; rows packed by `llava.train.packing.PackedCollator` (positions
+        restarting at 0 per sample, no `attention_mask`) get transformers' block-diagonal causal mask, which it only
+        builds without a KV cache, so `use_cache` is forced off for them. `return_logits`: None (default) computes
+        the loss chunk-wise without logits when training with labels; True always returns logits; False computes
+        the chunked loss whenever labels are given (logits then None).
+        """
         pixel_values = pixel_values if pixel_values is not None else images
         if inputs_embeds is None:
+            width = input_ids.shape[1]
             inputs_embeds, attention_mask, labels = self.prepare_inputs_embeds(
                 input_ids, pixel_values, attention_mask, labels
             )
+            if position_ids is not None and inputs_embeds.shape[1] != width:
+                raise ValueError("position_ids need pre-expanded image sentinels (one per image embedding position)")
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+            if attention_mask is None and kwargs.get("cache", kwargs.get("past_key_values")) is None:
+                if kwargs.get("use_cache"):
+                    raise ValueError("packed rows (position_ids without attention_mask) need use_cache=False")
+                kwargs["use_cache"] = False
+        chunk_size = self._loss_chunk_size(labels, return_logits, kwargs)
+        if chunk_size:
+            return self._chunked_loss_forward(inputs_embeds, attention_mask, labels, chunk_size, kwargs)
         return self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
         )
+
+    def _loss_chunk_size(self, labels: torch.Tensor | None, return_logits: bool | None, kwargs: dict) -> int:
+        """Rows per loss chunk when the chunked loss applies to this call, else 0."""
+        if labels is None or return_logits or (return_logits is None and not self.training):
+            return 0
+        size = self.chunked_loss_size
+        if size is None:
+            size = getattr(self.config, "chunked_loss_size", None)
+        size = DEFAULT_CHUNK_SIZE if size is None else int(size)
+        if size <= 0 or kwargs.get("use_cache") or not set(kwargs) <= _CHUNKED_LOSS_KWARGS | {"position_ids"}:
+            return 0
+        return size if output_layer(self.language_model) is not None else 0
+
+    def _chunked_loss_forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor,
+        chunk_size: int, kwargs: dict,
+    ) -> CausalLMOutputWithPast:
+        decoder, head = output_layer(self.language_model)
+        loss_kwargs = {k: kwargs.pop(k) for k in ("num_items_in_batch", "shift_labels") if k in kwargs}
+        kwargs["use_cache"] = False  # a loss needs no KV cache (and a cache would hide packed rows' mask)
+        hidden = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs).last_hidden_state
+        loss = chunked_causal_lm_loss(
+            hidden, head.weight, labels, bias=head.bias, chunk_size=chunk_size, **loss_kwargs
+        )
+        return CausalLMOutputWithPast(loss=loss)
 
     @torch.no_grad()
     def generate(

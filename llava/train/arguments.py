@@ -76,6 +76,12 @@ class TrainingArguments(transformers.TrainingArguments):
     mm_projector_lr: float | None = field(default=None, metadata={"help": "LR of the projector (own group)."})
     vision_tower_lr: float | None = field(default=None, metadata={"help": "LR of the tower (own group)."})
     group_by_modality_length: bool = field(default=False, metadata={"help": "Batches of one modality, by length."})
+    chunked_loss_size: int = field(default=2048, metadata={
+        "help": "Positions per block of the chunked training loss (no full fp32 logits); 0: the LM's plain loss."})
+    packing: bool = field(default=False, metadata={
+        "help": "Pack samples padding-free into rows with per-sample position_ids (block-diagonal attention)."})
+    packing_max_row_tokens: int | None = field(default=None, metadata={
+        "help": "With --packing: longest packed row in tokens; default one row per batch."})
     # Names the reference scripts use that transformers 5 dropped; mapped onto their successors.
     warmup_ratio: float | None = field(default=None, metadata={"help": "Alias: --warmup_steps as a ratio < 1."})
     evaluation_strategy: str | None = field(default=None, metadata={"help": "Alias of --eval_strategy."})
@@ -193,6 +199,11 @@ def validate(model: ModelArguments, data: DataArguments, train: TrainingArgument
     need(train.vision_tower_lr is None or train.vit_lora_enable or model.unfreeze_mm_vision_tower,
          "--vision_tower_lr is set but nothing in the tower trains (add --vit_lora_enable or --unfreeze_mm_vision_tower)")
     need(train.model_max_length > 0, "--model_max_length must be positive")
+    need(train.chunked_loss_size >= 0, "--chunked_loss_size must be >= 0 (0 turns it off)")
+    need(train.packing_max_row_tokens is None or (train.packing and train.packing_max_row_tokens > 0),
+         "--packing_max_row_tokens needs --packing True and a positive value")
+    need(not (train.packing and train.group_by_modality_length),
+         "--packing and --group_by_modality_length contradict each other: packing removes padding already")
     resume = train.resume_from_checkpoint
     need(resume is None or resume.lower() in ("true", "false", "none", "") or Path(resume).is_dir(),
          f"--resume_from_checkpoint {resume} is not a checkpoint directory")

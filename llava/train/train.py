@@ -21,6 +21,7 @@ from llava.model.multimodal_projector.builder import build_vision_projector
 from llava.train import stage
 from llava.train.arguments import DataArguments, FlagError, ModelArguments, TrainingArguments, parse_args
 from llava.train.dataset import DataConfig, make_supervised_data_module
+from llava.train.packing import PackedCollator
 from llava.train.trainer import LLaVATrainer
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ def train(argv: list[str] | None = None, attn_implementation: str | None = None)
         mm_use_im_start_end=model_args.mm_use_im_start_end, report_dir=training_args.output_dir,
     )
     data_module = make_supervised_data_module(data_config, tokenizer, image_processor)
+    if training_args.packing:
+        data_module["data_collator"] = PackedCollator(
+            tokenizer, num_image_tokens=data_config.num_image_tokens, model_max_length=training_args.model_max_length,
+            max_row_tokens=training_args.packing_max_row_tokens,
+        )
 
     model = build_model(model_args, training_args, config, tokenizer, projector_state)
     stage.apply(model, plan, model_args, training_args)
@@ -175,7 +181,8 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments, co
                                          model_args.attn_implementation, quantization, device_map)
     if len(tokenizer) > language_model.get_input_embeddings().weight.shape[0]:
         language_model.resize_token_embeddings(len(tokenizer))
-    model = LlavaLlamaForCausalLM(config, language_model=language_model, vision_tower=tower)
+    model = LlavaLlamaForCausalLM(config, language_model=language_model, vision_tower=tower,
+                                  chunked_loss_size=training_args.chunked_loss_size)
     model.mm_projector.to(dtype)
     if projector_state is not None:
         model.mm_projector.load_state_dict(projector_state, strict=True)
