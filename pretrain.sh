@@ -41,32 +41,9 @@ if [[ $DEVICE == cpu ]]; then : "${NUM_GPUS:=1}"; else : "${NUM_GPUS:=8}"; fi
 : "${SAVE_STEPS:=24000}"
 : "${PYTHON:=python}"
 
-WORLD=$((NUM_GPUS * NNODES))
-if (( GLOBAL_BATCH % (WORLD * PER_DEVICE_BATCH) != 0 )); then
-  echo "GLOBAL_BATCH=$GLOBAL_BATCH is not a multiple of NUM_GPUS*NNODES*PER_DEVICE_BATCH=$((WORLD * PER_DEVICE_BATCH))" >&2
-  exit 1
-fi
-GRAD_ACCUM=$((GLOBAL_BATCH / (WORLD * PER_DEVICE_BATCH)))
-
-if [[ $DEVICE == cpu ]]; then
-  export DS_ACCELERATOR=cpu
-  ENTRY=llava.train.train
-  DEVICE_ARGS=(--use_cpu True --bf16 False --tf32 False --attn_implementation sdpa
-               --dataloader_num_workers "${NUM_WORKERS:-0}")
-else
-  ENTRY=llava.train.train_mem  # FlashAttention-2 when installed, else SDPA
-  DEVICE_ARGS=(--bf16 True --tf32 True --dataloader_num_workers "${NUM_WORKERS:-8}")
-fi
-DS_ARGS=()
-if [[ $DS_CONFIG != none ]]; then DS_ARGS=(--deepspeed "$DS_CONFIG"); fi
-
-if [[ ${LAUNCHER:-torchrun} == deepspeed ]]; then
-  LAUNCH=(deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} --num_gpus "$NUM_GPUS" --module "$ENTRY")
-else
-  LAUNCH=("$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "${NODE_RANK:-0}"
-          --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "${MASTER_PORT:-29500}"
-          --nproc_per_node "$NUM_GPUS" -m "$ENTRY")
-fi
+EXTRA_ARGS=("$@")
+# shellcheck source=scripts/launch.sh
+source "$HERE/scripts/launch.sh"
 
 ARGS=(
   --model_name_or_path "$MODEL"
@@ -99,5 +76,4 @@ ARGS=(
   --report_to "$REPORT_TO"
 )
 
-CMD=("${LAUNCH[@]}" "${DS_ARGS[@]}" "${ARGS[@]}" "${DEVICE_ARGS[@]}" "$@")
-if [[ -n ${DRY_RUN:-} ]]; then printf '%q ' "${CMD[@]}"; echo; else exec "${CMD[@]}"; fi
+launch_training "${ARGS[@]}"
