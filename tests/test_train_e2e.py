@@ -366,3 +366,30 @@ def test_packing_and_chunked_loss_match_the_plain_path(workspace):
     assert len(plain) == 3
     torch.testing.assert_close(torch.tensor(chunked), torch.tensor(plain), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(torch.tensor(packed), torch.tensor(plain), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_third_broken_dataset_trains_to_the_end_or_stops_at_the_first(workspace, tmp_path):
+    """`--bad_sample_policy skip` finishes an epoch and counts every kind; `error` names the first bad record."""
+    from test_train_dataset import write_broken_dataset
+
+    data_path, images, kinds, good_ids = write_broken_dataset(tmp_path)
+    assert len(kinds) >= (len(kinds) + len(good_ids)) / 3
+    base = ["--model_name_or_path", str(workspace["lm"]), "--vision_tower", str(workspace["tower"]),
+            "--version", "v1_sq", "--sq_r", "0.5", "--data_path", data_path, "--image_folder", images,
+            "--mm_projector_type", "mlp2x_gelu", "--lora_enable", "True", "--lora_r", "4", "--lora_alpha", "8",
+            "--model_max_length", "256", "--num_train_epochs", "1", "--learning_rate", "1e-3", *COMMON,
+            "--save_strategy", "no"]
+    out = tmp_path / "skip"
+    run_train([*base, "--output_dir", str(out)])
+    expected: dict[str, int] = {}
+    for kind in kinds.values():
+        expected[kind] = expected.get(kind, 0) + 1
+    summary = json.loads((out / "bad_samples_summary.json").read_text())
+    assert summary == {"total": len(kinds), "by_kind": expected}
+    assert len(losses(out)) >= 5 and all(map(torch.isfinite, torch.tensor(losses(out))))
+
+    failed = run_train([*base, "--output_dir", str(tmp_path / "error"), "--bad_sample_policy", "error"],
+                       expect_ok=False)
+    assert failed.returncode != 0
+    assert "bad-" in failed.stderr or "<jsonl line" in failed.stderr
