@@ -1,0 +1,292 @@
+"""Quickstart scores: ShapesWorld VQA per question type vs chance, POPE F1, caption CIDEr, MMBench, SQ quality."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llava.data.shapesworld import SHORT_ANSWER_SUFFIX, score_questions
+from llava.data.shapesworld.export import load_scenes
+from llava.eval.convert import answer_text, id_key, read_jsonl
+
+# The five short-answer types the acceptance targets name (size and relation are scored too, not targeted).
+TARGET_TYPES = ("color", "shape", "count", "existence", "position")
+TARGETS = {
+    "vqa_mean5": 0.60,  # mean accuracy over TARGET_TYPES
+    "vqa_margin": 0.10,  # every target type at least this far above its chance level
+    "pope_f1": 0.70,  # on every split
+    "sq_well_formed": 0.95,
+    "sq_grounded": 0.70,
+    "sq_distinct": 15,
+    "sq_types": 4,
+    "wall_minutes": 15.0,
+}
+ANSWER_FILES = {"vqa": "vqa.jsonl", "pope": "pope.jsonl", "caption": "caption.jsonl", "mmbench": "mmbench.jsonl",
+                "sq": "sq.jsonl"}
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven",
+                                                   "eight", "nine"))}
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, first line, no punctuation or leading article, number words as digits."""
+    text = text.strip().split("\n")[0].lower()
+    text = re.sub(r"[^a-z0-9 ]", " ", text)
+    words = text.split()
+    if words and words[0] in ("a", "an", "the"):
+        words = words[1:]
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in words)
+
+
+def chance_levels(truth: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per question type: the majority-answer rate (a blind constant guesser) and the uniform rate."""
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for row in truth:
+        by_type[row["category"]][normalize_answer(str(row["answer"]))] += 1
+    out = {}
+    for qtype, counts in by_type.items():
+        answer, n = counts.most_common(1)[0]
+        out[qtype] = {"chance": n / sum(counts.values()), "majority_answer": answer,
+                      "uniform": 1 / len(counts), "n_answers": len(counts)}
+    return out
+
+
+def vqa_scores(answers: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Exact match after `normalize_answer`, per type, with chance levels; missing answers count as wrong."""
+    by_id = {id_key(r["question_id"]): r for r in answers}
+    chance = chance_levels(truth)
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for row in truth:
+        pred = by_id.get(id_key(row["question_id"]))
+        hits[row["category"]].append(pred is not None and normalize_answer(answer_text(pred))
+                                     == normalize_answer(str(row["answer"])))
+    per_type = {}
+    for qtype in sorted(hits, key=lambda t: (t not in TARGET_TYPES, t)):
+        acc = sum(hits[qtype]) / len(hits[qtype])
+        per_type[qtype] = {"n": len(hits[qtype]), "accuracy": acc, **chance[qtype],
+                           "margin": acc - chance[qtype]["chance"]}
+    present = [t for t in TARGET_TYPES if t in per_type]
+    return {
+        "per_type": per_type,
+        "mean5": sum(per_type[t]["accuracy"] for t in present) / len(present) if present else 0.0,
+        "mean_all": sum(sum(h) for h in hits.values()) / max(1, sum(len(h) for h in hits.values())),
+        "n": sum(len(h) for h in hits.values()),
+        "n_missing": sum(1 for r in truth if id_key(r["question_id"]) not in by_id),
+    }
+
+
+def prepare_pope(src: str | Path, dst: str | Path, suffix: str = SHORT_ANSWER_SUFFIX) -> int:
+    """Copy a POPE set (questions.jsonl + coco_pope_*.json) with every question ending in LLaVA-1.5's short-answer
+    instruction, as its POPE file has it (question and label texts stay equal, so the scorer's check holds)."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for path in sorted(src.glob("*.json*")):
+        rows = read_jsonl(path, "row")
+        for row in rows:
+            if "text" in row and not row["text"].endswith(suffix):
+                row["text"] = row["text"] + "\n" + suffix
+                n += 1
+        (dst / path.name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return n
+
+
+def pope_scores(answers: Sequence[Mapping[str, Any]], pope_dir: Path) -> dict[str, Any]:
+    from llava.eval.eval_pope import eval_pope, load_labels
+
+    result = eval_pope(answers, read_jsonl(pope_dir / "questions.jsonl", "question"), load_labels(str(pope_dir)))
+    splits = {k: {m: v[m] for m in ("f1", "accuracy", "precision", "recall", "yes_ratio", "n")}
+              for k, v in result.items() if isinstance(v, dict) and "f1" in v}
+    return {"splits": splits, "mean_f1": result["mean_f1"], "min_f1": min(s["f1"] for s in splits.values())}
+
+
+def caption_scores(answers_file: Path, references: Path) -> dict[str, Any]:
+    """CIDEr, BLEU-4 and ROUGE-L via llava.eval.eval_caption (PTB tokenizer: Java; METEOR/SPICE skipped for time)."""
+    from llava.eval.eval_caption import eval_caption
+
+    try:
+        result = eval_caption(str(answers_file), str(references), spice=False, use_meteor=False)
+    except RuntimeError as err:  # no Java
+        return {"skipped": str(err)}
+    return {k: result[k] for k in ("CIDEr", "Bleu_4", "ROUGE_L", "n_images") if k in result}
+
+
+def mmbench_choice(text: str, options: Mapping[str, str]) -> str | None:
+    """MMBench's exact-matching step: a standalone option letter, else the one option whose text the answer is
+    (or contains); None when neither decides (the official pipeline would then ask a judge model)."""
+    m = re.match(r"\s*\(?([A-D])(?:[).:]|\s*$)", text)  # "B", "B.", "(B)"; not the article of "A large ..."
+    if m and m.group(1) in options:
+        return m.group(1)
+    said = normalize_answer(text)
+    exact = [k for k, v in options.items() if normalize_answer(v) == said]
+    if len(exact) == 1:
+        return exact[0]
+    contained = [k for k, v in options.items() if re.search(rf"\b{re.escape(normalize_answer(v))}\b", said)]
+    return contained[0] if len(contained) == 1 else None
+
+
+def mmbench_scores(answers: Sequence[Mapping[str, Any]], tsv: Path) -> dict[str, Any]:
+    """Accuracy of the chosen option (round 0), overall and per category; chance 0.25. `letter_rate` is the share
+    of answers that gave an option letter, `matched_rate` the share decided at all."""
+    with open(tsv, encoding="utf-8", newline="") as f:
+        csv.field_size_limit(sys.maxsize)
+        rows = {id_key(r["index"]): r for r in csv.DictReader(f, delimiter="\t")}
+    preds = {id_key(a["question_id"]): answer_text(a) for a in answers if int(a.get("round_id", 0) or 0) == 0}
+    hits: dict[str, list[bool]] = defaultdict(list)
+    letters = matched = 0
+    for key, row in rows.items():
+        text = preds.get(key, "")
+        options = {c: row[c] for c in "ABCD" if row.get(c)}
+        choice = mmbench_choice(text, options)
+        letters += bool(re.match(r"\s*\(?[A-D](?:[).:]|\s*$)", text))
+        matched += choice is not None
+        hits[row["category"]].append(choice == row["answer"])
+    total = [h for v in hits.values() for h in v]
+    n = max(1, len(total))
+    return {"accuracy": sum(total) / n, "chance": 0.25, "n": len(total), "letter_rate": letters / n,
+            "matched_rate": matched / n, "per_category": {k: sum(v) / len(v) for k, v in sorted(hits.items())}}
+
+
+def sq_scores(rows: Sequence[Mapping[str, Any]], scenes_file: Path, n_examples: int = 6) -> dict[str, Any]:
+    """The ShapesWorld judge over every image's own questions (well-formed, grounded, distinct, types)."""
+    scenes = load_scenes(scenes_file)
+    items = [(list(r.get("questions") or []), scenes[r["image"]]) for r in rows if r.get("image") in scenes]
+    metrics = score_questions(items)
+    metrics["examples"] = [{"image": r["image"], "description": r.get("description", ""),
+                            "questions": list(r.get("questions") or [])} for r in rows[:n_examples]]
+    return metrics
+
+
+def check_targets(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """[(name, value, target, passed)] for every acceptance target whose metric is present."""
+    out = []
+
+    def add(name: str, value: float, target: float, passed: bool) -> None:
+        out.append({"name": name, "value": value, "target": target, "passed": bool(passed)})
+
+    vqa = metrics.get("vqa")
+    if vqa:
+        add("VQA mean over 5 types", vqa["mean5"], TARGETS["vqa_mean5"], vqa["mean5"] >= TARGETS["vqa_mean5"])
+        for t in TARGET_TYPES:
+            if t in vqa["per_type"]:
+                m = vqa["per_type"][t]
+                add(f"VQA {t} - chance", m["margin"], TARGETS["vqa_margin"], m["margin"] >= TARGETS["vqa_margin"])
+    pope = metrics.get("pope")
+    if pope:
+        for split, m in pope["splits"].items():
+            add(f"POPE F1 {split}", m["f1"], TARGETS["pope_f1"], m["f1"] >= TARGETS["pope_f1"])
+    sq = metrics.get("sq")
+    if sq:
+        add("SQ well-formed", sq["well_formed"], TARGETS["sq_well_formed"], sq["well_formed"] >= TARGETS["sq_well_formed"])
+        add("SQ grounded", sq["grounded"], TARGETS["sq_grounded"], sq["grounded"] >= TARGETS["sq_grounded"])
+        add("SQ distinct questions", sq["distinct"], TARGETS["sq_distinct"], sq["distinct"] >= TARGETS["sq_distinct"])
+        add("SQ question types", sq["n_types"], TARGETS["sq_types"], sq["n_types"] >= TARGETS["sq_types"])
+    wall = metrics.get("timings", {}).get("total_s")
+    if wall is not None:
+        add("wall time (min)", wall / 60, TARGETS["wall_minutes"], wall / 60 <= TARGETS["wall_minutes"])
+    return out
+
+
+def evaluate(data_dir: str | Path, answers_dir: str | Path, pope_dir: str | Path | None = None) -> dict[str, Any]:
+    """Every score whose answers file exists under `answers_dir` (names in ANSWER_FILES)."""
+    data, answers = Path(data_dir), Path(answers_dir)
+    ev = data / "eval"
+    metrics: dict[str, Any] = {}
+    path = {k: answers / v for k, v in ANSWER_FILES.items()}
+    if path["vqa"].is_file():
+        metrics["vqa"] = vqa_scores(read_jsonl(path["vqa"]), read_jsonl(ev / "vqa" / "answers.jsonl", "answer"))
+    if path["pope"].is_file():
+        metrics["pope"] = pope_scores(read_jsonl(path["pope"]), Path(pope_dir) if pope_dir else ev / "pope")
+    if path["caption"].is_file():
+        metrics["caption"] = caption_scores(path["caption"], ev / "caption" / "references.json")
+    if path["mmbench"].is_file():
+        metrics["mmbench"] = mmbench_scores(read_jsonl(path["mmbench"]), ev / "mmbench" / "dev.tsv")
+    if path["sq"].is_file():
+        metrics["sq"] = sq_scores(read_jsonl(path["sq"]), data / "scenes.jsonl")
+    return metrics
+
+
+def format_table(metrics: Mapping[str, Any]) -> str:
+    """The metrics table (markdown) printed by the quickstart and embedded in its report."""
+    lines = ["| metric | value | target | pass |", "|---|---|---|---|"]
+    vqa = metrics.get("vqa")
+    targets = {t["name"]: t for t in metrics.get("targets", check_targets(metrics))}
+
+    def row(name: str, value: str, key: str | None = None) -> None:
+        t = targets.get(key or name)
+        lines.append(f"| {name} | {value} | {_fmt(t['target']) if t else ''} | "
+                     f"{('yes' if t['passed'] else '**no**') if t else ''} |")
+
+    if vqa:
+        row("VQA mean (color, shape, count, existence, position)", f"{vqa['mean5']:.3f}", "VQA mean over 5 types")
+        for qtype, m in vqa["per_type"].items():
+            key = f"VQA {qtype} - chance"
+            t = targets.get(key)
+            lines.append(f"| VQA {qtype} (n={m['n']}) | {m['accuracy']:.3f} (chance {m['chance']:.3f}, "
+                         f"+{m['margin']:.3f}) | {'chance + ' + _fmt(t['target']) if t else ''} | "
+                         f"{('yes' if t['passed'] else '**no**') if t else ''} |")
+    pope = metrics.get("pope")
+    if pope:
+        for split, m in pope["splits"].items():
+            row(f"POPE {split} F1 (acc {m['accuracy']:.3f}, yes {m['yes_ratio']:.2f})", f"{m['f1']:.3f}",
+                f"POPE F1 {split}")
+    cap = metrics.get("caption")
+    if cap:
+        row("caption CIDEr" if "CIDEr" in cap else "caption", f"{cap['CIDEr']:.3f} (BLEU-4 {cap['Bleu_4']:.3f})"
+            if "CIDEr" in cap else cap.get("skipped", ""))
+    mmb = metrics.get("mmbench")
+    if mmb:
+        row(f"MMBench-style accuracy (chance 0.25; letters {mmb['letter_rate']:.2f}, decided {mmb['matched_rate']:.2f})",
+            f"{mmb['accuracy']:.3f}")
+    sq = metrics.get("sq")
+    if sq:
+        row(f"SQ well-formed ({sq['n_questions']} questions, {sq['n_images']} images)", f"{sq['well_formed']:.3f}",
+            "SQ well-formed")
+        row("SQ grounded", f"{sq['grounded']:.3f}", "SQ grounded")
+        row("SQ distinct well-formed questions", str(sq["distinct"]), "SQ distinct questions")
+        row("SQ question types covered", f"{sq['n_types']} ({', '.join(sq['types'])})", "SQ question types")
+    wall = metrics.get("timings", {}).get("total_s")
+    if wall is not None:
+        row("wall time (min)", f"{wall / 60:.1f}")
+    return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}" if isinstance(x, (int, float)) else str(x)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m llava.quickstart.evaluate", description=__doc__)
+    p.add_argument("--data", help="ShapesWorld export (eval/, scenes.jsonl)")
+    p.add_argument("--answers", help="folder with " + ", ".join(ANSWER_FILES.values()))
+    p.add_argument("--pope", default=None, help="POPE questions + labels (default DATA/eval/pope)")
+    p.add_argument("--prepare-pope", nargs=2, metavar=("SRC", "DST"),
+                   help="only copy a POPE set with the short-answer instruction appended, then exit")
+    p.add_argument("--timings", default=None, help="optional JSON of phase timings (total_s...)")
+    p.add_argument("--out", default=None, help="write all metrics here (JSON)")
+    a = p.parse_args(argv)
+    if a.prepare_pope:
+        n = prepare_pope(*a.prepare_pope)
+        print(f"[evaluate] {a.prepare_pope[1]}: {n} question texts end with the short-answer instruction")
+        return {}
+    if not (a.data and a.answers):
+        p.error("--data and --answers are required")
+    metrics = evaluate(a.data, a.answers, a.pope)
+    if a.timings and Path(a.timings).is_file():
+        metrics["timings"] = json.loads(Path(a.timings).read_text())
+    metrics["targets"] = check_targets(metrics)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(metrics, indent=1) + "\n")
+    print(format_table(metrics))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
