@@ -24,6 +24,7 @@ from llava.data.shapesworld import (
     SceneObject,
     WorldConfig,
     describe,
+    existence_probe,
     judge_question,
     make_captions,
     make_questions,
@@ -34,7 +35,7 @@ from llava.data.shapesworld import (
     score_questions,
 )
 from llava.data.shapesworld.__main__ import main as cli_main
-from llava.data.shapesworld.export import MMBENCH_COLUMNS, POPE_SPLITS, export, load_scenes
+from llava.data.shapesworld.export import MC_SUFFIX, MMBENCH_COLUMNS, POPE_SPLITS, export, load_scenes
 from llava.data.shapesworld.render import object_center
 
 CONFIG = WorldConfig()
@@ -257,13 +258,39 @@ def test_training_formats(exported):
     assert multi >= 30  # enough turns after the first for sq_r to convert
     scenes_by_image = load_scenes(exported / "scenes.jsonl")
     assert len(scenes_by_image) == 40 + 60 - len(text_only) + 40
-    for r in instruct:  # every short answer in the training data is exact
+    n_mc = 0
+    for r in instruct:  # every short answer and every option letter in the training data is exact
         if "image" in r:
-            conv = r["conversations"]
-            for h, g in zip(conv[::2], conv[1::2]):
-                if h["value"].endswith(SHORT_ANSWER_SUFFIX):
-                    v = judge_question(h["value"], scenes_by_image[r["image"]])
-                    assert v.well_formed and v.grounded and v.answer == g["value"], (h, g)
+            conv, scene = r["conversations"], scenes_by_image[r["image"]]
+            for k, (h, g) in enumerate(zip(conv[::2], conv[1::2])):
+                text = h["value"].replace("<image>\n", "")
+                if text.endswith(SHORT_ANSWER_SUFFIX):
+                    v = judge_question(text, scene)
+                    assert v.well_formed and v.answer == g["value"], (h, g)
+                    # only the opening question (an existence probe) may name what the image does not show
+                    assert v.grounded or (k == 0 and v.qtype == "existence"), (h, g)
+                elif text.endswith(MC_SUFFIX):
+                    question, *options, _ = text.split("\n")
+                    assert k == 0 and [o[:3] for o in options] == ["A. ", "B. ", "C. ", "D. "], h
+                    v = judge_question(question, scene)
+                    assert v.well_formed and v.grounded and dict(o.split(". ", 1) for o in options)[g["value"]] == v.answer
+                    n_mc += 1
+    assert n_mc >= 1
+
+
+def test_existence_probes_are_balanced_and_name_absent_things():
+    world, rng = WorldConfig(), random.Random(0)
+    scenes = [sample_scene(rng, world) for _ in range(600)]
+    probes = [existence_probe(scene, rng, world.colors, world.shapes) for scene in scenes]
+    verdicts = [judge_question(p.question, scene) for p, scene in zip(probes, scenes)]
+    assert all(v.well_formed and v.answer == p.answer for v, p in zip(verdicts, probes))
+    yes = sum(p.answer == "yes" for p in probes) / len(probes)
+    assert 0.45 <= yes <= 0.55, yes
+    negatives = [v for v, p in zip(verdicts, probes) if p.answer == "no"]
+    absent = sum(not v.grounded for v in negatives) / len(negatives)  # POPE "random"-style negatives
+    assert 0.3 <= absent <= 0.9, absent
+    pope_form = sum(p.question.count(" ") >= 3 for p in probes) / len(probes)  # "is there a red circle ..."
+    assert pope_form >= 0.4
 
 
 def _jsonl(path: Path) -> list[dict]:

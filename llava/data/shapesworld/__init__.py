@@ -12,6 +12,7 @@ from .language import (
     DETAIL_PROMPT,
     QA,
     describe,
+    existence_probe,
     make_captions,
     make_question,
     make_questions,
@@ -35,7 +36,7 @@ from .scene import (
 __all__ = [
     "ALL_COLORS", "ALL_SHAPES", "BAR", "CAPTION_PROMPT", "COLOR_RGB", "DETAIL_PROMPT", "QA", "QTYPES",
     "SHORT_ANSWER_SUFFIX", "SIZES", "GrammarError", "Query", "Ref", "Scene", "SceneObject", "Verdict",
-    "WorldConfig", "answer", "describe", "grounded", "judge_question", "make_captions", "make_question",
+    "WorldConfig", "answer", "describe", "existence_probe", "grounded", "judge_question", "make_captions", "make_question",
     "make_questions", "meets_bar", "normalize", "parse", "position_name", "render_scene", "sample_scene",
     "scene_stream", "score_questions", "vocabulary", "with_suffix",
 ]

@@ -22,6 +22,7 @@ from .language import (
     DETAIL_PROMPTS,
     TEXT_ONLY_QA,
     describe,
+    existence_probe,
     make_captions,
     make_question,
     make_questions,
@@ -37,8 +38,10 @@ POPE_SPLITS = ("random", "popular", "adversarial")
 MMBENCH_COLUMNS = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
                    "l2-category", "comment", "split")
 MMBENCH_QTYPES = ("color", "shape", "count", "position")
-# instruct record kinds after the fixed text-only slots; weights sum to 1
-INSTRUCT_KINDS = (("qa", 0.57), ("desc_qa", 0.25), ("detail", 0.09), ("caption", 0.09))
+# instruct record kinds after the fixed text-only slots; weights sum to 1. "mc" = multiple-choice turns in the
+# MMBench / A-OKVQA prompt format, as in LLaVA-1.5's instruction mix (without them nothing answers with a letter).
+INSTRUCT_KINDS = (("qa", 0.51), ("desc_qa", 0.24), ("mc", 0.07), ("detail", 0.09), ("caption", 0.09))
+MC_SUFFIX = "Answer with the option's letter from the given choices directly."  # model_vqa_mmbench's English prompt
 TEXT_ONLY_EVERY = 25  # one text-only record in 25
 
 
@@ -123,11 +126,27 @@ def _instruct(out: Path, config: WorldConfig, seed: int, n: int, records: list) 
         kind = rng.choices(names, weights)[0]
         name, scene, _ = images.next(i)
         if kind == "qa":
-            turns = _qa_turns(make_questions(scene, rng, n=rng.randint(2, 5)), first_has_image=True)
+            # a balanced POPE-style probe opens every QA record: in the remaining questions the answer of an
+            # existence question follows from its phrase, and a tiny model learns that prior instead of looking
+            probe = existence_probe(scene, rng, config.colors, config.shapes)
+            turns = _qa_turns([probe, *make_questions(scene, rng, n=rng.randint(1, 4))], first_has_image=True)
         elif kind == "desc_qa":
             # description first, then questions: the exact context of SQ-LLaVA's VUSER cue (SPEC 7.2)
             turns = [_human(DETAIL_PROMPT, image=True), _gpt(describe(scene))]
             turns += _qa_turns(make_questions(scene, rng, n=rng.randint(1, 4)), first_has_image=False)
+        elif kind == "mc":
+            # one multiple-choice question opens the record (the first question is never a VUSER target, so the
+            # model learns to answer option lists without learning to ask them), then short questions
+            mc = next(filter(None, (multiple_choice(scene, rng, q, config) for q in rng.sample(MMBENCH_QTYPES, 4))),
+                      None)
+            turns = []
+            if mc is not None:
+                question, options, letter = mc
+                prompt = "\n".join([question, *(f"{c}. {o}" for c, o in zip("ABCD", options)), MC_SUFFIX])
+                turns = [_human(prompt, image=True), _gpt(letter)]
+            else:
+                kind = "qa"
+            turns += _qa_turns(make_questions(scene, rng, n=rng.randint(0 if turns else 2, 3)), not turns)
         elif kind == "detail":
             turns = [_human(rng.choice(DETAIL_PROMPTS), image=True), _gpt(describe(scene))]
         else:
@@ -142,8 +161,9 @@ def _combo(color: str, shape: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def _mmbench_row(index: int, scene: Scene, rng: random.Random, qtype: str, config: WorldConfig,
-                 png: bytes) -> dict | None:
+def multiple_choice(scene: Scene, rng: random.Random, qtype: str,
+                    config: WorldConfig) -> tuple[str, list[str], str] | None:
+    """(question, four shuffled options, letter of the right one), or None when the scene has no such question."""
     qa = make_question(scene, rng, qtype)
     if qa is None or (qtype == "position" and qa.query.cell is not None):
         # 'what is in the top left' has a phrase answer; keep MC position questions to 'where is ...'
@@ -161,9 +181,17 @@ def _mmbench_row(index: int, scene: Scene, rng: random.Random, qtype: str, confi
         return None
     options = [qa.answer, *rng.sample(distractors, 3)]
     rng.shuffle(options)
-    letter = "ABCD"[options.index(qa.answer)]
+    return qa.question, options, "ABCD"[options.index(qa.answer)]
+
+
+def _mmbench_row(index: int, scene: Scene, rng: random.Random, qtype: str, config: WorldConfig,
+                 png: bytes) -> dict | None:
+    mc = multiple_choice(scene, rng, qtype, config)
+    if mc is None:
+        return None
+    question, options, letter = mc
     l2 = "finegrained_perception (cross-instance)" if qtype == "count" else "finegrained_perception (instance-level)"
-    return {"index": index, "question": qa.question, "hint": "", "A": options[0], "B": options[1],
+    return {"index": index, "question": question, "hint": "", "A": options[0], "B": options[1],
             "C": options[2], "D": options[3], "answer": letter, "category": qtype,
             "image": base64.b64encode(png).decode(), "source": "shapesworld", "l2-category": l2, "comment": "",
             "split": "dev"}

@@ -131,6 +131,27 @@ def _existence_question(scene: Scene, rng: random.Random) -> QA | None:
     return _qa(Query(rng.choice(FORMS_BY_QTYPE["existence"]), rng.choice(pool)), scene)
 
 
+def existence_probe(scene: Scene, rng: random.Random, colors: tuple[str, ...] = ALL_COLORS,
+                    shapes: tuple[str, ...] = ALL_SHAPES) -> QA:
+    """A POPE-style yes/no question ("is there a red circle"), answered yes or no with equal odds.
+
+    Unlike `_existence_question`, negatives may name attributes the image does not show: half recombine shown
+    attributes (POPE "adversarial"), half are absent from the image (POPE "random"). Such probes are not grounded
+    in the judge's sense, so the generator makes them a record's first question, which SQ never asks (SPEC 2.4)."""
+    form = rng.choice((("color", "shape"), ("color", "shape"), ("color",), ("shape",)))
+    values = {"color": colors, "shape": shapes}
+    every = [Ref(**dict(zip(form, combo))) for combo in itertools.product(*(values[k] for k in form))]
+    absent = [r for r in every if not r.referents(scene)]
+    if rng.random() < 0.5 or not absent:
+        obj = rng.choice(scene.objects)
+        ref = Ref(**{k: getattr(obj, k) for k in form})
+    else:
+        shown = {k: {getattr(o, k) for o in scene.objects} for k in form}
+        recombined = [r for r in absent if all(getattr(r, k) in shown[k] for k in form)]
+        ref = rng.choice(recombined if recombined and rng.random() < 0.5 else absent)
+    return _qa(Query(rng.choice(FORMS_BY_QTYPE["existence"]), ref), scene)
+
+
 def _position_question(scene: Scene, rng: random.Random) -> QA | None:
     options = [r for o in scene.objects for r in _refs(o, scene)]  # empty when every object has a twin
     if not options or rng.random() < 0.3:
