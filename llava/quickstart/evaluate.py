@@ -270,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="only copy a POPE set with the short-answer instruction appended, then exit")
     p.add_argument("--timings", default=None, help="optional JSON of phase timings (total_s...)")
     p.add_argument("--out", default=None, help="write all metrics here (JSON)")
+    p.add_argument("--quiet", action="store_true", help="do not print the table")
     a = p.parse_args(argv)
     if a.prepare_pope:
         n = prepare_pope(*a.prepare_pope)
@@ -284,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(metrics, indent=1) + "\n")
-    print(format_table(metrics))
+    if not a.quiet:
+        print(format_table(metrics))
     return metrics
 
 

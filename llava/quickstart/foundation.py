@@ -22,6 +22,7 @@ They stand in for vicuna-7b and clip-vit-large-patch14-336 and load through the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -79,7 +80,7 @@ class FoundationConfig:
     text_hidden: int = 64
     text_layers: int = 2
     clip_scenes: int = 8000
-    clip_steps: int = 600
+    clip_steps: int = 500
     clip_batch: int = 64
     clip_lr: float = 1e-3
     clip_hard_negatives: int = 2
@@ -569,7 +570,9 @@ def main(argv: list[str] | None = None) -> Foundation:
             p.error(f"unknown field {name!r}; fields: {sorted(fields)}")
         overrides[name] = type(getattr(config, name))(value)
     config = dataclasses.replace(config, **overrides)
-    found = build_foundation(a.root, config, force=a.force, threads=a.threads)
+    # Libraries print to stdout while building (DeepSpeed's accelerator notice...); keep stdout for the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        found = build_foundation(a.root, config, force=a.force, threads=a.threads)
     if a.shell:
         print(f"TINY_ROOT={found.root}\nTINY_TOKENIZER={found.tokenizer}\nTINY_VISION_TOWER={found.vision_tower}\n"
               f"TINY_LM={found.language_model}\nTINY_IMAGE_SIZE={config.image_size}")

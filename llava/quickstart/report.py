@@ -6,11 +6,12 @@ import argparse
 import json
 import os
 import textwrap
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava.quickstart.evaluate import TARGET_TYPES, format_table
+from llava.quickstart.evaluate import TARGET_TYPES, check_targets, format_table
 
 
 def loss_history(trainer_state: Path) -> tuple[list[int], list[float]]:
@@ -108,13 +109,21 @@ def _rel(path: Path, base: Path) -> str:
     return os.path.relpath(path, base)
 
 
-def write_report(run: str | Path, out: str | Path | None = None) -> Path:
-    """Read `run/metrics.json` (+ stage trainer states, settings, foundation record) and write `run/report.md`."""
+def write_report(run: str | Path, out: str | Path | None = None, started_at: float | None = None) -> Path:
+    """Read `run/metrics.json` (+ stage trainer states, settings, foundation record) and write `run/report.md`.
+
+    `started_at` (epoch seconds) sets the total wall time to now - started_at (the report is the last step)."""
     run = Path(run)
     out = Path(out) if out else run / "report.md"
     plots = out.parent / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     metrics = json.loads((run / "metrics.json").read_text())
+    if (run / "timings.json").is_file():  # phases timed after the scores were computed
+        metrics["timings"] = {**metrics.get("timings", {}), **json.loads((run / "timings.json").read_text())}
+    if started_at is not None:
+        metrics.setdefault("timings", {})["total_s"] = round(time.time() - started_at, 1)
+        metrics["targets"] = check_targets(metrics)
+        (run / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     settings = json.loads((run / "settings.json").read_text()) if (run / "settings.json").is_file() else {}
     parts = ["# SQ-LLaVA quickstart report (tiny models, ShapesWorld, CPU)", ""]
     if settings:
@@ -211,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--run", help="quickstart output folder (metrics.json, settings.json, stage1/, stage2/)")
     p.add_argument("--out", default=None, help="report path (default RUN/report.md, or ROOT/ablation.md)")
     p.add_argument("--ablation", default=None, metavar="ROOT", help="summarise the runs under ROOT instead")
+    p.add_argument("--started-at", type=float, default=None, help="epoch seconds the run started (total wall time)")
+    p.add_argument("--print-table", action="store_true", help="print the metrics table")
     a = p.parse_args(argv)
     if a.ablation:
         table = ablation_table(a.ablation)
@@ -220,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         return path
     if not a.run:
         p.error("give --run or --ablation")
-    path = write_report(a.run, a.out)
+    path = write_report(a.run, a.out, a.started_at)
+    if a.print_table:
+        print(format_table(json.loads((Path(a.run) / "metrics.json").read_text())))
     print(f"report: {path}")
     return path
 

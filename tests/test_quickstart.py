@@ -1,0 +1,117 @@
+"""The quickstart end to end, shortened (QUICKSTART_PRESET=ci): it must run, write its report and have learned."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava.quickstart.evaluate import (
+    chance_levels,
+    check_targets,
+    format_table,
+    mmbench_choice,
+    normalize_answer,
+    prepare_pope,
+    vqa_scores,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_normalize_answer():
+    assert normalize_answer(" Red.") == "red"
+    assert normalize_answer("A large red circle\nmore") == "large red circle"
+    assert normalize_answer("two") == "2" and normalize_answer("Top-left") == "top left"
+
+
+def test_vqa_scores_chance_and_margin():
+    truth = [{"question_id": i, "answer": a, "category": "color"} for i, a in enumerate(["red", "red", "blue", "green"])]
+    answers = [{"question_id": 0, "text": "Red"}, {"question_id": 2, "text": "blue"}, {"question_id": 3, "text": "red"}]
+    scores = vqa_scores(answers, truth)
+    m = scores["per_type"]["color"]
+    assert m["accuracy"] == 0.5 and m["chance"] == 0.5 and m["majority_answer"] == "red"
+    assert scores["n_missing"] == 1
+    assert chance_levels(truth)["color"]["uniform"] == pytest.approx(1 / 3)
+    table = format_table({"vqa": scores, "targets": check_targets({"vqa": scores})})
+    assert "VQA color" in table and "| metric |" in table
+
+
+def test_mmbench_choice():
+    options = {"A": "red", "B": "blue", "C": "top left", "D": "green"}
+    assert mmbench_choice("B", options) == "B" and mmbench_choice("(C)", options) == "C"
+    assert mmbench_choice("D.", options) == "D"
+    assert mmbench_choice("blue", options) == "B" and mmbench_choice("It is in the top left.", options) == "C"
+    assert mmbench_choice("A large object", options) is None  # an article, not the letter A
+    assert mmbench_choice("red or blue", options) is None
+
+
+def test_prepare_pope_keeps_question_and_label_texts_equal(tmp_path):
+    from llava.eval.convert import read_jsonl
+    from llava.eval.eval_pope import eval_pope, load_labels
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    q = {"question_id": 0, "image": "a.png", "text": "Is there a red circle in the image?", "category": "random"}
+    (src / "questions.jsonl").write_text(json.dumps(q) + "\n")
+    (src / "coco_pope_random.json").write_text(json.dumps({**q, "label": "yes"}) + "\n")
+    assert prepare_pope(src, dst) == 2
+    assert prepare_pope(dst, dst) == 0  # idempotent
+    rows = read_jsonl(dst / "questions.jsonl")
+    assert rows[0]["text"].endswith("\nAnswer the question using a single word or phrase.")
+    result = eval_pope([{"question_id": 0, "text": "Yes"}], rows, load_labels(str(dst)))
+    assert result["random"]["f1"] == 1.0
+
+
+def test_ablation_table(tmp_path):
+    from llava.quickstart.report import ablation_table
+
+    for projector, version, seed, acc in (("mlp2x_gelu", "v1", 0, 0.5), ("mlp2x_gelu", "v1", 1, 0.7),
+                                          ("cluster", "v1_sq", 0, 0.6)):
+        run = tmp_path / f"{projector}-{version}-{seed}"
+        run.mkdir()
+        (run / "settings.json").write_text(json.dumps({"projector": projector, "version": version, "seed": seed}))
+        metrics = {"vqa": {"mean5": acc}, "pope": {"mean_f1": 0.5}, "sq": {"well_formed": 1.0, "grounded": 0.8}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    table = ablation_table(tmp_path)
+    assert "| mlp2x_gelu | v1 | 2 (0,1) | 0.600 ± 0.141 |" in table
+    assert "| cluster | v1_sq | 1 (0) | 0.600 ± 0.000 |" in table and "n/a" in table  # no caption scores
+
+
+@pytest.mark.slow
+def test_quickstart_ci_learns(tmp_path):
+    """`bash scripts/quickstart.sh` with the ci preset, in the current venv, on a fresh output folder."""
+    out = tmp_path / "qs"
+    env = {**os.environ, "QUICKSTART_PRESET": "ci", "SKIP_SETUP": "1", "QUICKSTART_OUT": str(out),
+           "VENV": str(Path(sys.executable).parent.parent), "MERGED": str(tmp_path / "merged")}
+    proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| metric |" in proc.stdout  # the table is printed
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    assert "VQA color" in report and (out / "plots" / "loss.png").is_file()
+    assert (out / "plots" / "accuracy_per_type.png").is_file() and (out / "plots" / "self_questions.png").is_file()
+
+    # Learning happened: the easiest question types are clearly above their chance level on held-out images.
+    per_type = metrics["vqa"]["per_type"]
+    # (measured on this 2-core CPU: colour +0.20, size +0.32 over chance; shape and count learn later)
+    for qtype, margin in (("color", 0.12), ("size", 0.15)):
+        assert per_type[qtype]["accuracy"] >= per_type[qtype]["chance"] + margin, (qtype, per_type[qtype])
+    chance5 = sum(per_type[t]["chance"] for t in ("color", "shape", "count", "existence", "position")) / 5
+    assert metrics["vqa"]["mean5"] > chance5 + 0.05, (metrics["vqa"]["mean5"], chance5)
+    assert metrics["sq"]["well_formed"] >= 0.8 and metrics["sq"]["distinct"] >= 5, metrics["sq"]
+
+    # Stage 2 lowered its loss; every phase was timed.
+    history = json.loads((out / "stage2" / "trainer_state.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses[-1] < losses[0] * 0.8
+    assert {"data_s", "foundation_s", "stage1_s", "stage2_s", "eval_s", "total_s"} <= set(metrics["timings"])
+
+    # The merged model is what the CLI and the web demo load.
+    assert (tmp_path / "merged" / "config.json").is_file()
