@@ -24,8 +24,8 @@ QUICKSTART_OUT=$ROOT/data-run DATA_ONLY=1 bash scripts/quickstart.sh > "$ROOT/da
 
 runs_of() {  # every run of one projector type, one after the other
   local projector=$1 version seed run sq_r
-  for version in $VERSIONS; do
-    for seed in $SEEDS; do
+  for seed in $SEEDS; do  # seed-major: an interrupted ablation still holds paired v1 / v1_sq runs
+    for version in $VERSIONS; do
       run=$ROOT/$projector-$version-seed$seed
       if [[ -f $run/metrics.json ]]; then echo "[ablation] $run done"; continue; fi
       sq_r=0.5; [[ $version == v1_sq ]] || sq_r=0
