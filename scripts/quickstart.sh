@@ -104,7 +104,8 @@ phase_end
 phase_start stage2
 DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TOWER \
   DATA_PATH=$DATA/instruct.json IMAGE_FOLDER=$DATA/images OUTPUT_DIR=$OUT/stage2 \
-  PRETRAIN_DIR=$OUT/stage1 PROJECTOR=$OUT/stage1/mm_projector.bin VIT_LORA=$OUT/stage1/Vit-lora PER_DEVICE_BATCH=$BATCH2 GLOBAL_BATCH=$BATCH2 MASTER_PORT=$((29500 + RANDOM % 1000)) \
+  PRETRAIN_DIR=$OUT/stage1 PROJECTOR=$OUT/stage1/mm_projector.bin VIT_LORA=$OUT/stage1/Vit-lora \
+  PER_DEVICE_BATCH=$BATCH2 GLOBAL_BATCH=$BATCH2 MASTER_PORT=$((29500 + RANDOM % 1000)) \
   bash lora_instruct_tuning.sh "${COMMON[@]}" --version "$VERSION" --sq_r "$SQ_R" --lora_dropout 0 \
   "${SAMPLING[@]}" \
   --max_steps "$STEPS2" --learning_rate "$LR2" --mm_projector_lr "$PROJECTOR_LR2" \
@@ -142,7 +143,8 @@ phase_start self_questioning
 logged "$OUT/self_questioning.log" "$PY" -m llava.eval.visual_sq --model-path "$MERGED" --image-folder "$DATA/images" \
   --question-file "$DATA/eval/caption/questions.jsonl" --end "$N_SQ_IMAGES" --n_shot 3 \
   --temperature 1.0 --top_p 0.65 --top_k 50 --max_new_tokens 40 --description_max_new_tokens 80 \
-  --batch-size "$EVAL_BATCH" --seed "$SEED" --overwrite --no-progress --num-workers 1 --answers-file "$ANS/sq.jsonl"
+  --batch-size "$EVAL_BATCH" --seed "$SEED" --overwrite --no-progress --num-workers 1 --answers-file "$ANS/sq.jsonl" \
+  --scenes "$DATA/scenes.jsonl"
 phase_end
 
 # ---------------------------------------------------------------------------------------------- report

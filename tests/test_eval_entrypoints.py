@@ -259,6 +259,35 @@ def test_visual_sq_writes_questions_per_image(checkpoint, data, tmp_path):
     assert (tmp_path / "vsq.jsonl.meta.json").is_file()
 
 
+def test_visual_sq_judges_shapesworld_questions(checkpoint, tmp_path, capsys):
+    from llava.data.shapesworld import make_questions, score_questions
+    from llava.data.shapesworld.export import export, load_scenes
+
+    world = tmp_path / "sw"
+    export(world, seed=1, n_pretrain=1, n_instruct=1, n_eval=4)
+    answers = tmp_path / "sq.jsonl"
+    argv = ["--model-path", str(checkpoint), "--question-file", str(world / "eval" / "caption" / "questions.jsonl"),
+            "--image-folder", str(world / "images"), "--answers-file", str(answers), "--n_shot", "2",
+            "--max_new_tokens", "6", "--description_max_new_tokens", "4", "--no-progress",
+            "--scenes", str(world / "scenes.jsonl")]
+    visual_sq.main(argv)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    scenes = load_scenes(world / "scenes.jsonl")
+    expected = score_questions([(r["questions"], scenes[r["image"]]) for r in rows])
+    saved = json.loads((tmp_path / "sq.jsonl.quality.json").read_text())
+    assert printed["n_images"] == saved["n_images"] == 4 and saved["n_questions"] == 8
+    assert saved["well_formed"] == expected["well_formed"] and saved["grounded"] == expected["grounded"]
+
+    # the generator's own questions are all well-formed and grounded (rescored from the finished file, no model)
+    rng = __import__("random").Random(0)
+    good = [{**r, "questions": [qa.question for qa in make_questions(scenes[r["image"]], rng, n=2)]} for r in rows]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in good))
+    visual_sq.main(argv)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["well_formed"] == 1.0 and printed["grounded"] == 1.0 and printed["n_unjudged"] == 0
+
+
 @pytest.mark.slow
 def test_sq_end_to_end_in_subprocesses(checkpoint, data, tmp_path):
     """`--sq --n_shot 2` through `python -m` for the three entry points that have it (run side by side)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -34,7 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--description_max_new_tokens", type=int, default=1024, help="the (greedy) description turn")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--sq_conv_mode", default="v1_sq")
+    g.add_argument("--scenes", default=None, metavar="SCENES_JSONL",
+                   help="ShapesWorld scene records (scenes.jsonl of an export): judge the questions (well-formed, "
+                        "grounded, distinct, types), print the scores and write ANSWERS_FILE.quality.json")
     return parser
+
+
+def report_quality(answers_file: str | os.PathLike, scenes_file: str | os.PathLike) -> dict:
+    """Judge every image's questions in `answers_file` against ShapesWorld scene records; print and save."""
+    from llava.data.shapesworld.export import load_scenes
+    from llava.data.shapesworld.judge import score_answer_rows
+    from llava.eval.convert import read_jsonl
+
+    metrics = score_answer_rows(read_jsonl(answers_file), load_scenes(scenes_file))
+    Path(f"{answers_file}.quality.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    summary = {k: metrics[k] for k in ("n_images", "n_questions", "well_formed", "grounded", "distinct", "n_types",
+                                       "meets_bar", "n_unjudged") if k in metrics}
+    print(json.dumps(summary))
+    return metrics
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:
@@ -65,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     pending = [job for job in jobs if job.key not in writer.done][: args.limit]
     if not pending:
         print(f"{args.answers_file}: all {len(jobs)} images are done", file=sys.stderr)
+        if args.scenes:
+            report_quality(args.answers_file, args.scenes)
         return
     engine = cc.load_engine(args)
     sq = SQSettings(
@@ -114,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     writer.finish_run()
     print(f"{args.answers_file}: {writer.n_written} images questioned ({writer.n_errors_written} unreadable)",
           file=sys.stderr)
+    if args.scenes:
+        report_quality(args.answers_file, args.scenes)
 
 
 if __name__ == "__main__":

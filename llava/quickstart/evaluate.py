@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava.data.shapesworld import SHORT_ANSWER_SUFFIX, score_questions
+from llava.data.shapesworld import SHORT_ANSWER_SUFFIX
 from llava.data.shapesworld.export import load_scenes
+from llava.data.shapesworld.judge import score_answer_rows
 from llava.eval.convert import answer_text, id_key, read_jsonl
 
 # The five short-answer types the acceptance targets name (size and relation are scored too, not targeted).
@@ -155,12 +156,7 @@ def mmbench_scores(answers: Sequence[Mapping[str, Any]], tsv: Path) -> dict[str,
 
 def sq_scores(rows: Sequence[Mapping[str, Any]], scenes_file: Path, n_examples: int = 6) -> dict[str, Any]:
     """The ShapesWorld judge over every image's own questions (well-formed, grounded, distinct, types)."""
-    scenes = load_scenes(scenes_file)
-    items = [(list(r.get("questions") or []), scenes[r["image"]]) for r in rows if r.get("image") in scenes]
-    metrics = score_questions(items)
-    metrics["examples"] = [{"image": r["image"], "description": r.get("description", ""),
-                            "questions": list(r.get("questions") or [])} for r in rows[:n_examples]]
-    return metrics
+    return score_answer_rows(rows, load_scenes(scenes_file), n_examples)
 
 
 def check_targets(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:

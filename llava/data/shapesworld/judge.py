@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .grammar import QTYPES, GrammarError, answer, grounded, normalize, parse
 from .scene import Scene
@@ -86,3 +87,14 @@ def meets_bar(metrics: dict, bar: dict | None = None) -> bool:
     bar = bar or BAR
     return (metrics["well_formed"] >= bar["well_formed"] and metrics["grounded"] >= bar["grounded"]
             and metrics["distinct"] >= bar["distinct"] and metrics["n_types"] >= bar["types"])
+
+
+def score_answer_rows(rows: Sequence[Mapping[str, Any]], scenes: Mapping[str, Scene], n_examples: int = 6) -> dict:
+    """`score_questions` over `visual_sq` answer rows ({"image", "questions", "description"}) whose images have a
+    scene record; rows of other images are counted in `n_unjudged`, never silently dropped."""
+    judged = [r for r in rows if r.get("image") in scenes]
+    metrics = score_questions([(list(r.get("questions") or []), scenes[r["image"]]) for r in judged])
+    metrics["n_unjudged"] = len(rows) - len(judged)
+    metrics["examples"] = [{"image": r["image"], "description": r.get("description", ""),
+                            "questions": list(r.get("questions") or [])} for r in judged[:n_examples]]
+    return metrics
