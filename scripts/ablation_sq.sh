@@ -21,6 +21,7 @@ if [[ -z ${SKIP_SETUP:-} ]]; then bash scripts/setup.sh; fi
 export SKIP_SETUP=1 DATA=$ROOT/data  # one data set for every run, made once before any run starts
 QUICKSTART_OUT=$ROOT/data-run DATA_ONLY=1 bash scripts/quickstart.sh > "$ROOT/data.log" 2>&1 \
   || { tail -20 "$ROOT/data.log"; exit 1; }
+export DATA_FIXED=1  # no run remakes the data under the others (editing the generator mid-ablation)
 
 runs_of() {  # every run of one projector type, one after the other
   local projector=$1 version seed run sq_r

@@ -54,9 +54,14 @@ T_SETUP=$(date +%s.%N)
 
 # ---------------------------------------------------------------------------------------------- data
 phase_start data
-# the data is remade when its settings or the generator code change
-STAMP="seed=$DATA_SEED pretrain=$N_PRETRAIN instruct=$N_INSTRUCT eval=$N_EVAL size=48 $(cat llava/data/shapesworld/*.py | cksum)"
-if [[ "$(cat "$DATA/.quickstart" 2>/dev/null)" != "$STAMP" ]]; then  # a shared DATA folder is made once
+# The data is remade when its settings or the generator's code change; DATA_FIXED=1 (the ablation's runs, which
+# share one DATA folder) uses it as it is.
+GENERATOR=(llava/data/shapesworld/{scene,render,grammar,language,export}.py)
+if [[ -n ${DATA_FIXED:-} && ! -f $DATA/world.json ]]; then
+  echo "[quickstart] DATA_FIXED=1 but $DATA holds no ShapesWorld export (world.json)" >&2; exit 2
+fi
+STAMP="seed=$DATA_SEED pretrain=$N_PRETRAIN instruct=$N_INSTRUCT eval=$N_EVAL size=48 $(cat "${GENERATOR[@]}" | cksum)"
+if [[ -z ${DATA_FIXED:-} && "$(cat "$DATA/.quickstart" 2>/dev/null)" != "$STAMP" ]]; then
   rm -rf "$DATA"
   "$PY" -m llava.data.shapesworld --out "$DATA" --seed "$DATA_SEED" --n-pretrain "$N_PRETRAIN" \
     --n-instruct "$N_INSTRUCT" --n-eval "$N_EVAL" --image-size 48 > "$OUT/data.log"
