@@ -19,7 +19,7 @@ PRESET=${QUICKSTART_PRESET:-full}
 case $PRESET in
   full)
     : "${N_PRETRAIN:=4000}" "${N_INSTRUCT:=8000}" "${N_EVAL:=300}" "${N_SQ_IMAGES:=50}"
-    : "${STEPS1:=400}" "${STEPS2:=1400}" "${BATCH1:=32}" "${BATCH2:=32}" ;;
+    : "${STEPS1:=400}" "${STEPS2:=1600}" "${BATCH1:=32}" "${BATCH2:=32}" ;;
   ci)  # the same foundation models, less data and fewer steps
     : "${N_PRETRAIN:=2000}" "${N_INSTRUCT:=3000}" "${N_EVAL:=200}" "${N_SQ_IMAGES:=20}"
     : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}" ;;
