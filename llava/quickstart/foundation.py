@@ -396,14 +396,7 @@ def train_clip(config: FoundationConfig, tokenizer, seed: int, steps: int) -> tu
         logits = scale * img @ txt.T  # [b, b * (1 + K)]
         target = torch.arange(b)
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :b].T, target))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if (step + 1) % max(1, steps // 5) == 0:
-            _log(f"clip step {step + 1}/{steps} loss {np.mean(losses[-50:]):.3f}")
+        _train_step(model, opt, sched, loss, losses, step, steps, "clip")
     metrics = clip_retrieval(model, encode, val_scenes, val_pixels, world, seed=config.seed)
     metrics.update(seed=seed, steps=steps, final_loss=round(float(np.mean(losses[-50:])), 4),
                    plateau_loss=round(math.log(b), 4), wall_s=round(time.perf_counter() - t0, 1))
@@ -427,6 +420,18 @@ def build_vision_tower(out: Path, config: FoundationConfig, tokenizer) -> dict:
     best = attempts[-1]
     return {**best, "attempts": len(attempts), "passed": best["i2t_top1"] >= config.clip_min_top1,
             "history": attempts}
+
+
+def _train_step(model, opt, sched, loss, losses: list[float], step: int, steps: int, name: str) -> None:
+    """Backward, clip to 1.0, step optimizer and schedule, record the loss; log five times per run."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    losses.append(loss.item())
+    if (step + 1) % max(1, steps // 5) == 0:
+        _log(f"{name} step {step + 1}/{steps} loss {np.mean(losses[-50:]):.3f}")
 
 
 # ------------------------------------------------------------------------------------------ tiny LLaMA
@@ -488,14 +493,7 @@ def build_language_model(out: Path, config: FoundationConfig, tokenizer_dir: Pat
         idx = torch.randint(len(rows), (config.lm_batch,), generator=gen).tolist()
         ids = torch.tensor([rows[i] for i in idx])
         loss = model(input_ids=ids, labels=ids).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if (step + 1) % max(1, steps // 5) == 0:
-            _log(f"lm step {step + 1}/{steps} loss {np.mean(losses[-50:]):.3f}")
+        _train_step(model, opt, sched, loss, losses, step, steps, "lm")
     model.eval()
     with torch.no_grad():
         val_loss = float(np.mean([model(**batch(val[i : i + 32])).loss.item() for i in range(0, len(val), 32)]))
