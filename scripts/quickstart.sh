@@ -8,9 +8,10 @@
 #   QUICKSTART_PRESET=ci bash scripts/quickstart.sh    # a shortened run (CI: tests/test_quickstart.py)
 #
 # Environment: QUICKSTART_PRESET (full | ci), QUICKSTART_OUT (default outputs/quickstart[-ci]), SKIP_SETUP=1 (use
-# the existing .venv), VENV, FOUNDATION_ROOT (default checkpoints/tiny), MERGED (default checkpoints/sqllava-tiny;
-# "none" skips the copy for the CLI/demo), PROJECTOR_TYPE (mlp2x_gelu | cluster), VERSION (v1_sq | v1), SEED, THREADS,
-# STEPS1, STEPS2 and the other preset values below can be overridden one by one; DATA_ONLY=1 stops after the data.
+# the existing .venv), VENV, FOUNDATION_ROOT (default checkpoints/tiny), MERGED (where the merged model is written and
+# evaluated from; default checkpoints/sqllava-tiny, the CLI/demo default, or $OUT/merged for ci), PROJECTOR_TYPE
+# (mlp2x_gelu | cluster), VERSION (v1_sq | v1), SEED, THREADS, STEPS1, STEPS2 and the other preset values below can
+# be overridden one by one; STAGE2_EXTRA: more flags for lora_instruct_tuning.sh; DATA_ONLY=1 stops after the data.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 T_START=$(date +%s.%N)
@@ -107,12 +108,13 @@ DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TO
 phase_end
 
 phase_start stage2
+# shellcheck disable=SC2086  # STAGE2_EXTRA: space-separated flags
 DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TOWER \
   DATA_PATH=$DATA/instruct.json IMAGE_FOLDER=$DATA/images OUTPUT_DIR=$OUT/stage2 \
   PRETRAIN_DIR=$OUT/stage1 PROJECTOR=$OUT/stage1/mm_projector.bin VIT_LORA=$OUT/stage1/Vit-lora \
   PER_DEVICE_BATCH=$BATCH2 GLOBAL_BATCH=$BATCH2 MASTER_PORT=$((29500 + RANDOM % 1000)) \
   bash lora_instruct_tuning.sh "${COMMON[@]}" --version "$VERSION" --sq_r "$SQ_R" --lora_dropout 0 \
-  "${SAMPLING[@]}" \
+  "${SAMPLING[@]}" ${STAGE2_EXTRA:-} \
   --max_steps "$STEPS2" --learning_rate "$LR2" --mm_projector_lr "$PROJECTOR_LR2" \
   --lora_r "$LORA_R" --lora_alpha "$LORA_ALPHA" > "$OUT/stage2.log" 2>&1 \
   || { tail -40 "$OUT/stage2.log"; exit 1; }
