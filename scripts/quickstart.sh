@@ -11,7 +11,8 @@
 # the existing .venv), VENV, FOUNDATION_ROOT (default checkpoints/tiny), MERGED (where the merged model is written and
 # evaluated from; default checkpoints/sqllava-tiny, the CLI/demo default, or $OUT/merged for ci), PROJECTOR_TYPE
 # (mlp2x_gelu | cluster), VERSION (v1_sq | v1), SEED, THREADS, STEPS1, STEPS2 and the other preset values below can
-# be overridden one by one; STAGE2_EXTRA: more flags for lora_instruct_tuning.sh; DATA_ONLY=1 stops after the data.
+# be overridden one by one; TRAIN_EXTRA / STAGE2_EXTRA: more flags for both stages / lora_instruct_tuning.sh;
+# DATA_ONLY=1 stops after the data.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 T_START=$(date +%s.%N)
@@ -93,6 +94,8 @@ COMMON=(--mm_projector_type "$PROJECTOR_TYPE" --gradient_checkpointing False --s
         --model_max_length 512 --seed "$SEED" --dataloader_num_workers 0 --disable_tqdm True
         --vit_lora_enable True --lora_r_vit 1 --lora_alpha_vit 1 --lora_dropout_vit 0 --vision_tower_lr 0
         --mm_cluster_centers 4)
+# shellcheck disable=SC2206  # TRAIN_EXTRA: space-separated flags for both stages
+COMMON+=(${TRAIN_EXTRA:-})
 SAMPLING=()
 if [[ -n ${GROUP_BY_LENGTH:-} ]]; then SAMPLING=(--group_by_modality_length False --train_sampling_strategy group_by_length); fi
 # REUSE_TRAINING=1 keeps existing stage outputs of this OUT (re-evaluate, re-report).
