@@ -96,8 +96,10 @@ COMMON=(--mm_projector_type "$PROJECTOR_TYPE" --gradient_checkpointing False --s
         --mm_cluster_centers 4)
 # shellcheck disable=SC2206  # TRAIN_EXTRA: space-separated flags for both stages
 COMMON+=(${TRAIN_EXTRA:-})
-SAMPLING=()
-if [[ -n ${GROUP_BY_LENGTH:-} ]]; then SAMPLING=(--group_by_modality_length False --train_sampling_strategy group_by_length); fi
+STAGE2_ARGS=()
+if [[ -n ${GROUP_BY_LENGTH:-} ]]; then STAGE2_ARGS=(--group_by_modality_length False --train_sampling_strategy group_by_length); fi
+# shellcheck disable=SC2206  # STAGE2_EXTRA: space-separated flags for stage 2 only
+STAGE2_ARGS+=(${STAGE2_EXTRA:-})
 # REUSE_TRAINING=1 keeps existing stage outputs of this OUT (re-evaluate, re-report).
 if [[ -n ${REUSE_TRAINING:-} && -f $OUT/stage2/adapter_config.json ]]; then
   echo "[quickstart] reusing $OUT/stage1 and $OUT/stage2"
@@ -111,13 +113,12 @@ DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TO
 phase_end
 
 phase_start stage2
-# shellcheck disable=SC2086  # STAGE2_EXTRA: space-separated flags
 DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TOWER \
   DATA_PATH=$DATA/instruct.json IMAGE_FOLDER=$DATA/images OUTPUT_DIR=$OUT/stage2 \
   PRETRAIN_DIR=$OUT/stage1 PROJECTOR=$OUT/stage1/mm_projector.bin VIT_LORA=$OUT/stage1/Vit-lora \
   PER_DEVICE_BATCH=$BATCH2 GLOBAL_BATCH=$BATCH2 MASTER_PORT=$((29500 + RANDOM % 1000)) \
   bash lora_instruct_tuning.sh "${COMMON[@]}" --version "$VERSION" --sq_r "$SQ_R" --lora_dropout 0 \
-  "${SAMPLING[@]}" ${STAGE2_EXTRA:-} \
+  "${STAGE2_ARGS[@]}" \
   --max_steps "$STEPS2" --learning_rate "$LR2" --mm_projector_lr "$PROJECTOR_LR2" \
   --lora_r "$LORA_R" --lora_alpha "$LORA_ALPHA" > "$OUT/stage2.log" 2>&1 \
   || { tail -40 "$OUT/stage2.log"; exit 1; }

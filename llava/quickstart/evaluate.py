@@ -104,7 +104,8 @@ def pope_scores(answers: Sequence[Mapping[str, Any]], pope_dir: Path) -> dict[st
     result = eval_pope(answers, read_jsonl(pope_dir / "questions.jsonl", "question"), load_labels(str(pope_dir)))
     splits = {k: {m: v[m] for m in ("f1", "accuracy", "precision", "recall", "yes_ratio", "n")}
               for k, v in result.items() if isinstance(v, dict) and "f1" in v}
-    return {"splits": splits, "mean_f1": result["mean_f1"], "min_f1": min(s["f1"] for s in splits.values())}
+    return {"splits": splits, "mean_f1": result["mean_f1"], "mean_accuracy": result["mean_accuracy"],
+            "min_f1": min(s["f1"] for s in splits.values())}
 
 
 def caption_scores(answers_file: Path, references: Path) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def write_report(run: str | Path, out: str | Path | None = None, started_at: flo
 ABLATION_METRICS = (
     ("VQA mean5", lambda m: m["vqa"]["mean5"]),
     ("POPE F1", lambda m: m["pope"]["mean_f1"]),
-    ("POPE acc", lambda m: sum(v["accuracy"] for v in m["pope"]["splits"].values()) / len(m["pope"]["splits"])),
+    ("POPE acc", lambda m: m["pope"]["mean_accuracy"]),
     ("caption CIDEr", lambda m: m["caption"]["CIDEr"]),
     ("SQ well-formed", lambda m: m["sq"]["well_formed"]),
     ("SQ grounded", lambda m: m["sq"]["grounded"]),
