@@ -12,6 +12,7 @@
 # evaluated from; default checkpoints/sqllava-tiny, the CLI/demo default, or $OUT/merged for ci), PROJECTOR_TYPE
 # (mlp2x_gelu | cluster), VERSION (v1_sq | v1), SEED, THREADS, STEPS1, STEPS2 and the other preset values below can
 # be overridden one by one; TRAIN_EXTRA / STAGE2_EXTRA: more flags for both stages / lora_instruct_tuning.sh;
+# INSTRUCT_MIX: the stage-2 record kinds, e.g. "qa=0.8,desc_qa=0.1,mc=0.04,detail=0.03,caption=0.03" (the default);
 # DATA_ONLY=1 stops after the data.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -62,11 +63,12 @@ GENERATOR=(llava/data/shapesworld/{scene,render,grammar,language,export}.py)
 if [[ -n ${DATA_FIXED:-} && ! -f $DATA/world.json ]]; then
   echo "[quickstart] DATA_FIXED=1 but $DATA holds no ShapesWorld export (world.json)" >&2; exit 2
 fi
-STAMP="seed=$DATA_SEED pretrain=$N_PRETRAIN instruct=$N_INSTRUCT eval=$N_EVAL size=48 $(cat "${GENERATOR[@]}" | cksum)"
+STAMP="seed=$DATA_SEED pretrain=$N_PRETRAIN instruct=$N_INSTRUCT eval=$N_EVAL size=48 mix=${INSTRUCT_MIX:-} $(cat "${GENERATOR[@]}" | cksum)"
 if [[ -z ${DATA_FIXED:-} && "$(cat "$DATA/.quickstart" 2>/dev/null)" != "$STAMP" ]]; then
   rm -rf "$DATA"
   "$PY" -m llava.data.shapesworld --out "$DATA" --seed "$DATA_SEED" --n-pretrain "$N_PRETRAIN" \
-    --n-instruct "$N_INSTRUCT" --n-eval "$N_EVAL" --image-size 48 > "$OUT/data.log"
+    --n-instruct "$N_INSTRUCT" --n-eval "$N_EVAL" --image-size 48 ${INSTRUCT_MIX:+--instruct-mix "$INSTRUCT_MIX"} \
+    > "$OUT/data.log"
   echo "$STAMP" > "$DATA/.quickstart"
 fi
 # LLaVA-1.5's POPE questions end with the short-answer instruction; copy the ShapesWorld POPE set with it.

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from .export import export
+from .export import INSTRUCT_KINDS, export, parse_instruct_mix
 from .scene import ALL_SHAPES, DEFAULT_SHAPES, WorldConfig
 
 
@@ -26,12 +26,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-objects", type=int, default=4)
     p.add_argument("--vqa-per-image", type=int, default=3)
     p.add_argument("--pope-per-image", type=int, default=2, help="positives (= negatives) per image and split")
+    p.add_argument("--instruct-mix", default=None, metavar="KIND=W,...",
+                   help="stage-2 record kinds and weights (default: " +
+                   ",".join(f"{k}={w:g}" for k, w in INSTRUCT_KINDS) + ")")
     a = p.parse_args(argv)
+    try:
+        mix = parse_instruct_mix(a.instruct_mix) if a.instruct_mix else INSTRUCT_KINDS
+    except ValueError as e:
+        p.error(str(e))
     config = WorldConfig(image_size=a.image_size, cell_size=a.cell_size, offset=a.offset, jitter=a.jitter,
                          noise=a.noise, shapes=tuple(a.shapes), max_objects=a.max_objects)
     start = time.perf_counter()
     summary = export(a.out, a.seed, a.n_pretrain, a.n_instruct, a.n_eval, config, a.vqa_per_image,
-                     a.pope_per_image)
+                     a.pope_per_image, mix)
     shown = {k: v for k, v in summary.items() if k not in ("vocabulary", "prompts")}
     shown["vocabulary_size"] = len(summary["vocabulary"])
     shown["wall_s"] = round(time.perf_counter() - start, 2)

@@ -40,7 +40,10 @@ MMBENCH_COLUMNS = ("index", "question", "hint", "A", "B", "C", "D", "answer", "c
 MMBENCH_QTYPES = ("color", "shape", "count", "position")
 # instruct record kinds after the fixed text-only slots; weights sum to 1. "mc" = multiple-choice turns in the
 # MMBench / A-OKVQA prompt format, as in LLaVA-1.5's instruction mix (without them nothing answers with a letter).
-INSTRUCT_KINDS = (("qa", 0.51), ("desc_qa", 0.24), ("mc", 0.07), ("detail", 0.09), ("caption", 0.09))
+# QA-heavy on purpose: the loss is a mean over answer tokens, and one description holds as many of them as a dozen
+# short answers. With 0.51 QA / 0.24 description+QA the yes/no tokens of existence probes were ~2% of the targets
+# and the tiny model never learned to look objects up (POPE at chance, README "What we tried").
+INSTRUCT_KINDS = (("qa", 0.80), ("desc_qa", 0.10), ("mc", 0.04), ("detail", 0.03), ("caption", 0.03))
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."  # model_vqa_mmbench's English prompt
 TEXT_ONLY_EVERY = 25  # one text-only record in 25
 
@@ -110,10 +113,32 @@ def _pretrain(out: Path, config: WorldConfig, seed: int, n: int, records: list) 
     return data
 
 
-def _instruct(out: Path, config: WorldConfig, seed: int, n: int, records: list) -> tuple[list[dict], Counter]:
+def parse_instruct_mix(text: str) -> tuple[tuple[str, float], ...]:
+    """'qa=0.8,desc_qa=0.1,...' -> INSTRUCT_KINDS-style weights; every kind named once, weights summing to 1."""
+    known = [k for k, _ in INSTRUCT_KINDS]
+    mix = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"instruct mix item {item!r}: expected KIND=WEIGHT with KIND one of {known}")
+        try:
+            mix[name] = float(value)
+        except ValueError:
+            raise ValueError(f"instruct mix item {item!r}: weight {value!r} is not a number") from None
+        if mix[name] < 0:
+            raise ValueError(f"instruct mix item {item!r}: weights must be >= 0")
+    if set(mix) != set(known):
+        raise ValueError(f"instruct mix {text!r} must give every kind once: {known}")
+    if abs(sum(mix.values()) - 1) > 1e-6:
+        raise ValueError(f"instruct mix {text!r}: weights sum to {sum(mix.values()):g}, not 1")
+    return tuple((k, mix[k]) for k in known)
+
+
+def _instruct(out: Path, config: WorldConfig, seed: int, n: int, records: list,
+              mix: tuple[tuple[str, float], ...] = INSTRUCT_KINDS) -> tuple[list[dict], Counter]:
     images = _Images(out, config, seed, "instruct", records)
     data, kinds = [], Counter()
-    names, weights = zip(*INSTRUCT_KINDS)
+    names, weights = zip(*mix)
     for i in range(n):
         rng = _lang_rng(seed, "instruct", i)
         rid = f"it_{i:06d}"
@@ -281,7 +306,8 @@ def _eval(out: Path, config: WorldConfig, seed: int, n: int, records: list, vqa_
 
 
 def export(out: str | Path, seed: int = 0, n_pretrain: int = 1000, n_instruct: int = 1000, n_eval: int = 200,
-           config: WorldConfig | None = None, vqa_per_image: int = 3, pope_per_image: int = 2) -> dict:
+           config: WorldConfig | None = None, vqa_per_image: int = 3, pope_per_image: int = 2,
+           instruct_mix: tuple[tuple[str, float], ...] = INSTRUCT_KINDS) -> dict:
     """Write every ShapesWorld file under `out` and return a summary (also saved as `out/world.json`).
 
     Three seed streams ('pretrain', 'instruct', 'eval') make the eval images held out from training images;
@@ -292,7 +318,7 @@ def export(out: str | Path, seed: int = 0, n_pretrain: int = 1000, n_instruct: i
     records: list[dict] = []
     pretrain = _pretrain(out, config, seed, n_pretrain, records)
     _write_json(out / "pretrain.json", pretrain)
-    instruct, kinds = _instruct(out, config, seed, n_instruct, records)
+    instruct, kinds = _instruct(out, config, seed, n_instruct, records, instruct_mix)
     _write_json(out / "instruct.json", instruct)
     eval_counts = _eval(out, config, seed, n_eval, records, vqa_per_image, pope_per_image) if n_eval else {}
     _write_jsonl(out / "scenes.jsonl", records)
@@ -302,7 +328,8 @@ def export(out: str | Path, seed: int = 0, n_pretrain: int = 1000, n_instruct: i
         "seed": seed,
         "config": config.to_dict(),
         "counts": {"images": len(records), "pretrain": len(pretrain), "instruct": len(instruct),
-                   "instruct_kinds": dict(kinds), "eval_images": n_eval, **eval_counts},
+                   "instruct_kinds": dict(kinds), "instruct_mix": dict(instruct_mix), "eval_images": n_eval,
+                   **eval_counts},
         # same objects in the same cells as some training image (the world is finite: 432 one-object scenes)
         "eval_scenes_seen_in_training": sum(json.dumps(r["scene"]["objects"]) in train_scenes
                                             for r in records if r["split"] == "eval"),
