@@ -48,7 +48,7 @@ def scenes(n: int, seed: int = 0, config: WorldConfig = CONFIG) -> list[Scene]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sw")
-    export(out, seed=3, n_pretrain=40, n_instruct=60, n_eval=40)
+    export(out, seed=3, n_pretrain=40, n_instruct=150, n_eval=40)
     return out
 
 
@@ -247,7 +247,7 @@ def test_training_formats(exported):
         _check_conversation(r, images)
         assert len(r["conversations"]) == 2
     instruct = json.loads((exported / "instruct.json").read_text())
-    assert len(instruct) == 60
+    assert len(instruct) == 150
     text_only = [r for r in instruct if "image" not in r]
     assert 1 <= len(text_only) <= 6
     multi = 0
@@ -257,7 +257,7 @@ def test_training_formats(exported):
         multi += len(r["conversations"]) >= 4
     assert multi >= 30  # enough turns after the first for sq_r to convert
     scenes_by_image = load_scenes(exported / "scenes.jsonl")
-    assert len(scenes_by_image) == 40 + 60 - len(text_only) + 40
+    assert len(scenes_by_image) == 40 + 150 - len(text_only) + 40
     n_mc = 0
     for r in instruct:  # every short answer and every option letter in the training data is exact
         if "image" in r:
@@ -372,3 +372,29 @@ def test_cli(tmp_path, capsys):
     assert Image.open(tmp_path / "cli" / "images" / "pt_000000.png").size == (96, 96)
     world = json.loads((tmp_path / "cli" / "world.json").read_text())
     assert 60 < len(world["vocabulary"]) < 200
+
+
+def test_instruct_mix_sets_the_record_kinds(tmp_path, capsys):
+    # only captions: every image record is one caption turn; the default mix is mostly QA records
+    cli_main(["--out", str(tmp_path / "caps"), "--n-pretrain", "0", "--n-instruct", "30", "--n-eval", "0",
+              "--instruct-mix", "qa=0,desc_qa=0,mc=0,detail=0,caption=1"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["instruct_mix"]["caption"] == 1.0
+    assert set(summary["counts"]["instruct_kinds"]) <= {"caption", "text"}
+    instruct = json.loads((tmp_path / "caps" / "instruct.json").read_text())
+    assert all(len(r["conversations"]) == 2 for r in instruct if "image" in r)
+    default = export(tmp_path / "default", n_pretrain=0, n_instruct=200, n_eval=0)["counts"]["instruct_kinds"]
+    assert default["qa"] > 0.6 * sum(default.values())
+
+
+@pytest.mark.parametrize("mix, reason", [
+    ("qa=0.5,desc_qa=0.5", "must give every kind once"),
+    ("qa=0.8,desc_qa=0.1,mc=0.04,detail=0.03,caption=0.5", "sum to"),
+    ("qa=x,desc_qa=0.1,mc=0.04,detail=0.03,caption=0.03", "is not a number"),
+    ("qa=0.8,desc_qa=0.1,mc=0.04,detail=0.03,poem=0.03", "KIND one of"),
+])
+def test_instruct_mix_rejects_bad_values(tmp_path, capsys, mix, reason):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--out", str(tmp_path / "bad"), "--n-instruct", "2", "--instruct-mix", mix])
+    assert exit_info.value.code == 2 and reason in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing written before the error
