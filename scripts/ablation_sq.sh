@@ -6,8 +6,8 @@
 #   SEEDS="0" PROJECTORS=mlp2x_gelu bash scripts/ablation_sq.sh
 # Environment: ROOT (default outputs/ablation_sq), SEEDS, PROJECTORS, VERSIONS, PARALLEL (default 2: that many
 # projector types train at once, 1 thread each; 1 = one run at a time), QUICKSTART_PRESET and every quickstart.sh
-# variable. Stage 2 runs 700 steps by default (STEPS2; the quickstart's 1600) on the earlier instruction mix
-# (INSTRUCT_MIX below). Finished runs (metrics.json) are skipped, so an interrupted ablation resumes.
+# variable. Stage 2 runs 700 steps by default (STEPS2; the quickstart's 1600). Finished runs (metrics.json) are
+# skipped, so an interrupted ablation resumes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=${ROOT:-outputs/ablation_sq}
@@ -16,9 +16,6 @@ PROJECTORS=${PROJECTORS:-"mlp2x_gelu cluster"}
 VERSIONS=${VERSIONS:-"v1 v1_sq"}
 PARALLEL=${PARALLEL:-2}
 export STEPS2=${STEPS2:-700}
-# The table in README was measured with the instruction mix the quickstart had before it turned QA-heavy; it is
-# pinned here so that the command reproduces the table (INSTRUCT_MIX= '' gives the quickstart's current mix).
-export INSTRUCT_MIX=${INSTRUCT_MIX-qa=0.51,desc_qa=0.24,mc=0.07,detail=0.09,caption=0.09}
 mkdir -p "$ROOT"
 if [[ -z ${SKIP_SETUP:-} ]]; then bash scripts/setup.sh; fi
 export SKIP_SETUP=1 DATA=$ROOT/data  # one data set for every run, made once before any run starts

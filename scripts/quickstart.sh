@@ -12,8 +12,8 @@
 # evaluated from; default checkpoints/sqllava-tiny, the CLI/demo default, or $OUT/merged for ci), PROJECTOR_TYPE
 # (mlp2x_gelu | cluster), VERSION (v1_sq | v1), SEED, THREADS, STEPS1, STEPS2 and the other preset values below can
 # be overridden one by one; TRAIN_EXTRA / STAGE2_EXTRA: more flags for both stages / lora_instruct_tuning.sh;
-# INSTRUCT_MIX: the stage-2 record kinds, e.g. "qa=0.8,desc_qa=0.1,mc=0.04,detail=0.03,caption=0.03" (the full
-# default; the ci preset keeps the earlier "qa=0.51,desc_qa=0.24,mc=0.07,detail=0.09,caption=0.09");
+# INSTRUCT_MIX: the stage-2 record kinds, a name (qa-heavy: the full default; description-heavy: the ci preset's)
+# or weights, e.g. "qa=0.8,desc_qa=0.1,mc=0.04,detail=0.03,caption=0.03";
 # DATA_ONLY=1 stops after the data.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,7 +28,7 @@ case $PRESET in
        # reading attributes fastest (the QA-heavy default reached colour 0.27 against chance 0.20 there)
     : "${N_PRETRAIN:=2000}" "${N_INSTRUCT:=3000}" "${N_EVAL:=200}" "${N_SQ_IMAGES:=20}"
     : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}"
-    : "${INSTRUCT_MIX=qa=0.51,desc_qa=0.24,mc=0.07,detail=0.09,caption=0.09}" ;;
+    : "${INSTRUCT_MIX=description-heavy}" ;;
   *) echo "unknown QUICKSTART_PRESET=$PRESET (full | ci)" >&2; exit 2 ;;
 esac
 : "${OUT:=${QUICKSTART_OUT:-outputs/quickstart$([[ $PRESET == full ]] || echo "-$PRESET")}}"

@@ -91,7 +91,7 @@ class FoundationConfig:
     lm_layers: int = 3
     lm_heads: int = 6
     lm_docs: int = 6000
-    lm_steps: int = 200
+    lm_steps: int = 600  # 200 left stage 2 learning grammar instead of looking: POPE F1 0.74 -> 0.85 (README)
     lm_batch: int = 16
     lm_seq: int = 256
     lm_lr: float = 2e-3

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from .export import INSTRUCT_KINDS, export, parse_instruct_mix
+from .export import INSTRUCT_KINDS, INSTRUCT_MIXES, export, parse_instruct_mix
 from .scene import ALL_SHAPES, DEFAULT_SHAPES, WorldConfig
 
 
@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-objects", type=int, default=4)
     p.add_argument("--vqa-per-image", type=int, default=3)
     p.add_argument("--pope-per-image", type=int, default=2, help="positives (= negatives) per image and split")
-    p.add_argument("--instruct-mix", default=None, metavar="KIND=W,...",
-                   help="stage-2 record kinds and weights (default: " +
-                   ",".join(f"{k}={w:g}" for k, w in INSTRUCT_KINDS) + ")")
+    p.add_argument("--instruct-mix", default=None, metavar="NAME|KIND=W,...",
+                   help=f"stage-2 record kinds and weights: one of {', '.join(INSTRUCT_MIXES)} or KIND=W items "
+                   "(default qa-heavy: " + ",".join(f"{k}={w:g}" for k, w in INSTRUCT_KINDS) + ")")
     a = p.parse_args(argv)
     try:
         mix = parse_instruct_mix(a.instruct_mix) if a.instruct_mix else INSTRUCT_KINDS

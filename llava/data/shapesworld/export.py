@@ -44,6 +44,12 @@ MMBENCH_QTYPES = ("color", "shape", "count", "position")
 # short answers. With 0.51 QA / 0.24 description+QA the yes/no tokens of existence probes were ~2% of the targets
 # and the tiny model never learned to look objects up (POPE at chance, README "What we tried").
 INSTRUCT_KINDS = (("qa", 0.80), ("desc_qa", 0.10), ("mc", 0.04), ("detail", 0.03), ("caption", 0.03))
+# named mixes for --instruct-mix; "description-heavy" is the earlier default (the README's ablation table and the
+# 500-step ci quickstart, where it teaches reading attributes fastest)
+INSTRUCT_MIXES = {
+    "qa-heavy": INSTRUCT_KINDS,
+    "description-heavy": (("qa", 0.51), ("desc_qa", 0.24), ("mc", 0.07), ("detail", 0.09), ("caption", 0.09)),
+}
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."  # model_vqa_mmbench's English prompt
 TEXT_ONLY_EVERY = 25  # one text-only record in 25
 
@@ -114,13 +120,17 @@ def _pretrain(out: Path, config: WorldConfig, seed: int, n: int, records: list) 
 
 
 def parse_instruct_mix(text: str) -> tuple[tuple[str, float], ...]:
-    """'qa=0.8,desc_qa=0.1,...' -> INSTRUCT_KINDS-style weights; every kind named once, weights summing to 1."""
+    """A name of INSTRUCT_MIXES, or 'qa=0.8,desc_qa=0.1,...' -> INSTRUCT_KINDS-style weights (every kind named
+    once, weights summing to 1)."""
+    if text in INSTRUCT_MIXES:
+        return INSTRUCT_MIXES[text]
     known = [k for k, _ in INSTRUCT_KINDS]
     mix = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
         if not sep or name not in known:
-            raise ValueError(f"instruct mix item {item!r}: expected KIND=WEIGHT with KIND one of {known}")
+            raise ValueError(f"instruct mix item {item!r}: expected a mix name {sorted(INSTRUCT_MIXES)} or "
+                             f"KIND=WEIGHT items with KIND one of {known}")
         try:
             mix[name] = float(value)
         except ValueError:
@@ -153,7 +163,7 @@ def _instruct(out: Path, config: WorldConfig, seed: int, n: int, records: list,
         if kind == "qa":
             # a balanced POPE-style probe opens every QA record: in the remaining questions the answer of an
             # existence question follows from its phrase, and a tiny model learns that prior instead of looking
-            probe = existence_probe(scene, rng, config.colors, config.shapes)
+            probe = existence_probe(scene, rng, config.colors, config.shapes, config.sizes)
             turns = _qa_turns([probe, *make_questions(scene, rng, n=rng.randint(1, 4))], first_has_image=True)
         elif kind == "desc_qa":
             # description first, then questions: the exact context of SQ-LLaVA's VUSER cue (SPEC 7.2)
