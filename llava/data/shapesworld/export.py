@@ -163,7 +163,7 @@ def _instruct(out: Path, config: WorldConfig, seed: int, n: int, records: list,
         if kind == "qa":
             # a balanced POPE-style probe opens every QA record: in the remaining questions the answer of an
             # existence question follows from its phrase, and a tiny model learns that prior instead of looking
-            probe = existence_probe(scene, rng, config.colors, config.shapes, config.sizes)
+            probe = existence_probe(scene, rng, config.colors, config.shapes)
             turns = _qa_turns([probe, *make_questions(scene, rng, n=rng.randint(1, 4))], first_has_image=True)
         elif kind == "desc_qa":
             # description first, then questions: the exact context of SQ-LLaVA's VUSER cue (SPEC 7.2)

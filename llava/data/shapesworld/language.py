@@ -117,36 +117,29 @@ def _count_question(scene: Scene, rng: random.Random) -> QA | None:
 
 
 def _existence_question(scene: Scene, rng: random.Random) -> QA | None:
-    """Yes or no with equal odds within each phrase form (which of shape, colour and size it names), so the phrase
-    alone never gives the answer away (mixing forms, 'is there a small red circle' was mostly 'no' and 'is there a
-    circle' always 'yes'). Negatives recombine attributes the image shows, so they stay grounded and test binding;
-    a scene that admits no such negative gets no existence question."""
-    shown = [{*(getattr(o, k) for o in scene.objects), None} for k in ("shape", "color", "size")]
-    by_form: dict[tuple[bool, ...], tuple[list[Ref], list[Ref]]] = {}
-    for ref in sorted((Ref(*t) for t in itertools.product(*shown)), key=repr):
-        if ref.shape is None and ref.color is None:  # 'a large object' is too vague
-            continue
-        form = (ref.shape is not None, ref.color is not None, ref.size is not None)
-        by_form.setdefault(form, ([], []))[bool(ref.referents(scene))].append(ref)
-    forms = [form for form, (absent, present) in sorted(by_form.items()) if absent and present]
-    if not forms:
+    """Balanced yes/no. Negatives recombine attributes the image shows, so they stay grounded (and test binding);
+    a scene that admits no such negative gets no existence question at all, keeping the prior at 50%."""
+    attrs = [(s, c, z) for s in {*(o.shape for o in scene.objects), None}
+             for c in {*(o.color for o in scene.objects), None} for z in {*(o.size for o in scene.objects), None}]
+    refs = [Ref(*t) for t in attrs if Ref(*t).n_attributes > 0]
+    refs = [r for r in refs if r.shape is not None or r.color is not None]  # 'a large object' is too vague
+    negatives = sorted((r for r in refs if not r.referents(scene)), key=repr)
+    if not negatives:
         return None
-    absent, present = by_form[rng.choice(forms)]
-    return _qa(Query(rng.choice(FORMS_BY_QTYPE["existence"]), rng.choice(present if rng.random() < 0.5 else absent)),
-               scene)
+    positives = sorted((r for r in refs if r.referents(scene)), key=repr)
+    pool = positives if rng.random() < 0.5 else negatives
+    return _qa(Query(rng.choice(FORMS_BY_QTYPE["existence"]), rng.choice(pool)), scene)
 
 
 def existence_probe(scene: Scene, rng: random.Random, colors: tuple[str, ...] = ALL_COLORS,
-                    shapes: tuple[str, ...] = ALL_SHAPES, sizes: tuple[str, ...] = SIZES) -> QA:
+                    shapes: tuple[str, ...] = ALL_SHAPES) -> QA:
     """A POPE-style yes/no question ("is there a red circle"), answered yes or no with equal odds.
 
     Unlike `_existence_question`, negatives may name attributes the image does not show: half recombine shown
     attributes (POPE "adversarial"), half are absent from the image (POPE "random"). Such probes are not grounded
     in the judge's sense, so the generator makes them a record's first question, which SQ never asks (SPEC 2.4)."""
-    # a third of the probes also name a size, the attribute that binds least easily
-    form = rng.choice((("color", "shape"), ("color", "shape"), ("color",), ("shape",), ("size", "color", "shape"),
-                       ("size", "shape")))
-    values = {"color": colors, "shape": shapes, "size": sizes}
+    form = rng.choice((("color", "shape"), ("color", "shape"), ("color",), ("shape",)))
+    values = {"color": colors, "shape": shapes}
     every = [Ref(**dict(zip(form, combo))) for combo in itertools.product(*(values[k] for k in form))]
     absent = [r for r in every if not r.referents(scene)]
     if rng.random() < 0.5 or not absent:
