@@ -4,7 +4,7 @@
 # into checkpoints/sqllava-tiny (the CLI / web demo default), run the eval entry points on held-out ShapesWorld
 # sets, a self-questioning demo, and write a report with a metrics table (printed at the end).
 #
-#   bash scripts/quickstart.sh                         # about 10-15 minutes on 2 CPU cores
+#   bash scripts/quickstart.sh                         # about 15 minutes on 2 CPU cores
 #   QUICKSTART_PRESET=ci bash scripts/quickstart.sh    # a shortened run (CI: tests/test_quickstart.py)
 #
 # Environment: QUICKSTART_PRESET (full | ci), QUICKSTART_OUT (default outputs/quickstart[-ci]), SKIP_SETUP=1 (use
