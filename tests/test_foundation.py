@@ -29,6 +29,28 @@ def test_config_key_is_stable_and_sensitive():
     assert len({c.key() for c in fd.PRESETS.values()}) == len(fd.PRESETS)
 
 
+@pytest.mark.parametrize("part", ["text", "caption", "pixels"])
+def test_config_key_follows_the_generated_data(monkeypatch, part):
+    """An edited generator (corpus text, CLIP captions or the renderer) gets a new cache folder."""
+    before = TEST.key()
+    if part == "text":
+        real_docs = fd.text_documents
+        monkeypatch.setattr(fd, "text_documents", lambda *a: [(t, p.replace("circle", "disc")) for t, p in real_docs(*a)])
+    elif part == "caption":
+        real_caption = fd.clip_caption
+        monkeypatch.setattr(fd, "clip_caption", lambda scene: real_caption(scene) + " on grey")
+    else:
+        real_pixels = fd._pixels
+        monkeypatch.setattr(fd, "_pixels", lambda *a: real_pixels(*a) // 2)
+    fd.generator_fingerprint.cache_clear()
+    try:
+        assert TEST.key() != before
+    finally:
+        monkeypatch.undo()
+        fd.generator_fingerprint.cache_clear()
+    assert TEST.key() == before
+
+
 def test_presets_align_patches_with_the_object_grid():
     for config in fd.PRESETS.values():
         assert WorldConfig(image_size=config.image_size).cell_aligned(config.patch_size)
