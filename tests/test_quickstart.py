@@ -18,6 +18,7 @@ from llava.quickstart.evaluate import (
     mmbench_choice,
     normalize_answer,
     prepare_pope,
+    question_only_levels,
     vqa_scores,
 )
 
@@ -40,6 +41,26 @@ def test_vqa_scores_chance_and_margin():
     assert chance_levels(truth)["color"]["uniform"] == pytest.approx(1 / 3)
     table = format_table({"vqa": scores, "targets": check_targets({"vqa": scores})})
     assert "VQA color" in table and "| metric |" in table
+
+
+def test_question_only_level_finds_phrasing_that_gives_answers_away():
+    """One attribute named -> always 'yes', three named -> mostly 'no': a blind reader beats always-'no' by far; the
+    same answers spread evenly over the forms leave it at or below chance."""
+    one = ["Is there a circle?", "Is there a red object?", "Is there a square?", "Is there a blue object?"]
+    three = ["Is there a small red circle?", "Is there a large blue square?", "Is there a small green star?",
+             "Is there a large red triangle?"]
+    questions = [{"question_id": i, "text": t} for i, t in enumerate(one + three + three)]
+    biased = ["yes"] * 4 + ["no"] * 7 + ["yes"]
+    balanced = ["yes", "no"] * 6
+    for answers, low, high in ((biased, 0.9, 1.0), (balanced, 0.0, 0.5)):
+        truth = [{"question_id": i, "answer": a, "category": "existence"} for i, a in enumerate(answers)]
+        level = question_only_levels(questions, truth)["existence"]
+        assert low <= level <= high, (answers, level)
+        scores = vqa_scores([], truth, questions)
+        assert scores["per_type"]["existence"]["question_only"] == level
+    table = format_table({"vqa": vqa_scores([], [{"question_id": i, "answer": a, "category": "existence"}
+                                                 for i, a in enumerate(biased)], questions)})
+    assert "question-only 0.917" in table
 
 
 def test_mmbench_choice():

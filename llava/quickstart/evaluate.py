@@ -14,6 +14,7 @@ from typing import Any
 
 from llava.data.shapesworld import SHORT_ANSWER_SUFFIX
 from llava.data.shapesworld.export import load_scenes
+from llava.data.shapesworld.grammar import GrammarError, parse
 from llava.data.shapesworld.judge import score_answer_rows
 from llava.eval.convert import answer_text, id_key, read_jsonl
 
@@ -58,10 +59,47 @@ def chance_levels(truth: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any
     return out
 
 
-def vqa_scores(answers: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Exact match after `normalize_answer`, per type, with chance levels; missing answers count as wrong."""
+def _question_form(text: str) -> tuple:
+    """What a reader of the question alone knows: its grammar form and which of shape, colour and size each of its
+    phrases names (not the values, which say nothing without the image)."""
+    try:
+        q = parse(text)
+    except GrammarError:
+        return ("unparsed",)
+    slots = [None if r is None else (r.shape is not None, r.color is not None, r.size is not None)
+             for r in (q.ref, q.ref2)]
+    return (q.form, *slots)
+
+
+def question_only_levels(questions: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[str, Any]]
+                         ) -> dict[str, float]:
+    """Per type: the accuracy of a reader who sees the question but not the image, answering each question with the
+    most frequent answer among the *other* questions of its form (leave-one-out, so small forms earn nothing by
+    memorising themselves; a form seen once falls back to the type's majority). Above the majority-answer chance
+    it shows that the phrasing gives answers away, e.g. a set where 'is there a circle?' names an attribute the
+    image shows and so is always 'yes'."""
+    text = {id_key(q["question_id"]): q["text"] for q in questions}
+    rows = [(row["category"], _question_form(text.get(id_key(row["question_id"]), "")),
+             normalize_answer(str(row["answer"]))) for row in truth]
+    by_form: dict[tuple, Counter] = defaultdict(Counter)
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for qtype, form, ans in rows:
+        by_form[qtype, form][ans] += 1
+        by_type[qtype][ans] += 1
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for qtype, form, ans in rows:
+        others = by_form[qtype, form] - Counter({ans: 1}) or by_type[qtype] - Counter({ans: 1})
+        hits[qtype].append(bool(others) and others.most_common(1)[0][0] == ans)
+    return {qtype: sum(h) / len(h) for qtype, h in hits.items()}
+
+
+def vqa_scores(answers: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]],
+               questions: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Exact match after `normalize_answer`, per type, with chance levels (and, given the questions, the
+    question-only level); missing answers count as wrong."""
     by_id = {id_key(r["question_id"]): r for r in answers}
     chance = chance_levels(truth)
+    blind = question_only_levels(questions, truth) if questions is not None else {}
     hits: dict[str, list[bool]] = defaultdict(list)
     for row in truth:
         pred = by_id.get(id_key(row["question_id"]))
@@ -72,6 +110,8 @@ def vqa_scores(answers: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str
         acc = sum(hits[qtype]) / len(hits[qtype])
         per_type[qtype] = {"n": len(hits[qtype]), "accuracy": acc, **chance[qtype],
                            "margin": acc - chance[qtype]["chance"]}
+        if qtype in blind:
+            per_type[qtype]["question_only"] = blind[qtype]
     present = [t for t in TARGET_TYPES if t in per_type]
     return {
         "per_type": per_type,
@@ -197,7 +237,8 @@ def evaluate(data_dir: str | Path, answers_dir: str | Path, pope_dir: str | Path
     metrics: dict[str, Any] = {}
     path = {k: answers / v for k, v in ANSWER_FILES.items()}
     if path["vqa"].is_file():
-        metrics["vqa"] = vqa_scores(read_jsonl(path["vqa"]), read_jsonl(ev / "vqa" / "answers.jsonl", "answer"))
+        metrics["vqa"] = vqa_scores(read_jsonl(path["vqa"]), read_jsonl(ev / "vqa" / "answers.jsonl", "answer"),
+                                    read_jsonl(ev / "vqa" / "questions.jsonl", "questions"))
     if path["pope"].is_file():
         metrics["pope"] = pope_scores(read_jsonl(path["pope"]), Path(pope_dir) if pope_dir else ev / "pope")
     if path["caption"].is_file():
@@ -225,7 +266,10 @@ def format_table(metrics: Mapping[str, Any]) -> str:
         for qtype, m in vqa["per_type"].items():
             key = f"VQA {qtype} - chance"
             t = targets.get(key)
-            lines.append(f"| VQA {qtype} (n={m['n']}) | {m['accuracy']:.3f} (chance {m['chance']:.3f}, "
+            # the question-only level is shown where it exceeds chance, i.e. where the phrasing gives answers away
+            blind = m.get("question_only", 0.0)
+            blind = f", question-only {blind:.3f}" if blind > m["chance"] + 0.005 else ""
+            lines.append(f"| VQA {qtype} (n={m['n']}) | {m['accuracy']:.3f} (chance {m['chance']:.3f}{blind}, "
                          f"+{m['margin']:.3f}) | {'chance + ' + _fmt(t['target']) if t else ''} | "
                          f"{('yes' if t['passed'] else '**no**') if t else ''} |")
     pope = metrics.get("pope")
