@@ -27,6 +27,7 @@ from llava.data.shapesworld import (
     existence_probe,
     judge_question,
     make_captions,
+    make_question,
     make_questions,
     parse,
     position_name,
@@ -167,6 +168,35 @@ def test_answers_are_exact_and_questions_judged_good():
     for t in ("existence", "relation"):
         share = yes_no[t, "yes"] / (yes_no[t, "yes"] + yes_no[t, "no"])
         assert 0.4 < share < 0.6, (t, share)
+
+
+def test_existence_answers_do_not_follow_from_the_phrase():
+    """Within each phrase form (which of shape, colour and size is named) yes and no are equally likely, so a model
+    that reads only the question stays at chance (mixed forms made 'names a size' a cue for 'no')."""
+    by_form = Counter()
+    for i, s in enumerate(scenes(1500)):
+        qa = make_question(s, random.Random(i), "existence")
+        if qa is not None:
+            ref = qa.query.ref
+            by_form[(ref.shape is not None, ref.color is not None, ref.size is not None), qa.answer] += 1
+    forms = {form for form, _ in by_form}
+    assert len(forms) >= 3, forms
+    for form in forms:
+        yes, no = by_form[form, "yes"], by_form[form, "no"]
+        assert yes + no >= 30 and 0.35 < yes / (yes + no) < 0.65, (form, yes, no)
+
+
+def test_plain_existence_stream_keeps_the_phrase_prior():
+    """`balanced_existence=False` (the foundation LM's corpus) is the world's plain stream: a one-attribute phrase
+    names something shown, so it is always 'yes'; the answers are still exact."""
+    one_attribute = Counter()
+    for i, s in enumerate(scenes(600)):
+        qa = make_questions(s, random.Random(i), qtypes=("existence",), balanced_existence=False)
+        for q in qa:
+            assert judge_question(q.question, s).answer == q.answer
+            if q.query.ref.n_attributes == 1:
+                one_attribute[q.answer] += 1
+    assert one_attribute["yes"] >= 50 and one_attribute["no"] == 0, one_attribute
 
 
 def test_colour_questions_only_for_unique_referents():
