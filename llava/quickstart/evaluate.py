@@ -270,7 +270,7 @@ def format_table(metrics: Mapping[str, Any]) -> str:
             blind = m.get("question_only", 0.0)
             blind = f", question-only {blind:.3f}" if blind > m["chance"] + 0.005 else ""
             lines.append(f"| VQA {qtype} (n={m['n']}) | {m['accuracy']:.3f} (chance {m['chance']:.3f}{blind}, "
-                         f"+{m['margin']:.3f}) | {'chance + ' + _fmt(t['target']) if t else ''} | "
+                         f"{m['margin']:+.3f}) | {'chance + ' + _fmt(t['target']) if t else ''} | "
                          f"{('yes' if t['passed'] else '**no**') if t else ''} |")
     pope = metrics.get("pope")
     if pope:
