@@ -169,7 +169,7 @@ def _turns_for(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     Existence questions come from the world's plain stream (`balanced_existence=False`), where the phrase predicts
     the answer ('is there a circle' is always yes). An LM pretrained on that text learns to read the phrase before
     it says yes or no, which stage 2 can turn into looking the phrase up in the image; every foundation whose corpus
-    had the exported, balanced questions left POPE at chance (5 of 5 runs; README, "What we tried").
+    had the exported, balanced questions left POPE at chance (6 of 6 runs; README, "What we tried").
     """
     kind = rng.choices(("qa", "desc_qa", "detail", "caption", "text"), (0.5, 0.3, 0.08, 0.08, 0.04))[0]
     if kind == "text":
