@@ -268,8 +268,8 @@ def format_table(metrics: Mapping[str, Any]) -> str:
             t = targets.get(key)
             # the question-only level is shown where it exceeds chance, i.e. where the phrasing gives answers away
             blind = m.get("question_only", 0.0)
-            blind = f", question-only {blind:.3f}" if blind > m["chance"] + 0.005 else ""
-            lines.append(f"| VQA {qtype} (n={m['n']}) | {m['accuracy']:.3f} (chance {m['chance']:.3f}{blind}, "
+            blind_note = f", question-only {blind:.3f}" if blind > m["chance"] + 0.005 else ""
+            lines.append(f"| VQA {qtype} (n={m['n']}) | {m['accuracy']:.3f} (chance {m['chance']:.3f}{blind_note}, "
                          f"{m['margin']:+.3f}) | {'chance + ' + _fmt(t['target']) if t else ''} | "
                          f"{('yes' if t['passed'] else '**no**') if t else ''} |")
     pope = metrics.get("pope")

@@ -116,27 +116,10 @@ def _count_question(scene: Scene, rng: random.Random) -> QA | None:
     return _qa(Query(rng.choice(FORMS_BY_QTYPE["count"]), rng.choice(by_count[k])), scene)
 
 
-def _existence_question(scene: Scene, rng: random.Random, balanced: bool = True) -> QA | None:
+def _existence_question(scene: Scene, rng: random.Random) -> QA | None:
     """Yes or no with equal odds within each phrase form (which of shape, colour and size it names), so the phrase
     alone never gives the answer away. Negatives recombine attributes the image shows, so they stay grounded and
-    test binding; a scene that admits no such negative gets no existence question.
-
-    `balanced=False` keeps the world's plain question stream: yes or no first, then any phrase with that answer, so
-    'is there a circle' (one shown attribute) is always yes and 'is there a small red circle' mostly no (reading
-    only the question answered 0.79 of such a set, against 0.53 for always 'no'). Only the tiny foundation LM's
-    corpus uses it (`llava.quickstart.foundation._turns_for` says why).
-    """
-    if not balanced:
-        attrs = [(s, c, z) for s in {*(o.shape for o in scene.objects), None}
-                 for c in {*(o.color for o in scene.objects), None} for z in {*(o.size for o in scene.objects), None}]
-        refs = [Ref(*t) for t in attrs if Ref(*t).n_attributes > 0]
-        refs = [r for r in refs if r.shape is not None or r.color is not None]  # 'a large object' is too vague
-        negatives = sorted((r for r in refs if not r.referents(scene)), key=repr)
-        if not negatives:
-            return None
-        positives = sorted((r for r in refs if r.referents(scene)), key=repr)
-        pool = positives if rng.random() < 0.5 else negatives
-        return _qa(Query(rng.choice(FORMS_BY_QTYPE["existence"]), rng.choice(pool)), scene)
+    test binding; a scene that admits no such negative gets no existence question."""
     shown = [{*(getattr(o, k) for o in scene.objects), None} for k in ("shape", "color", "size")]
     by_form: dict[tuple[bool, ...], tuple[list[Ref], list[Ref]]] = {}
     for ref in sorted((Ref(*t) for t in itertools.product(*shown)), key=repr):
@@ -150,6 +133,23 @@ def _existence_question(scene: Scene, rng: random.Random, balanced: bool = True)
     absent, present = by_form[rng.choice(forms)]
     return _qa(Query(rng.choice(FORMS_BY_QTYPE["existence"]), rng.choice(present if rng.random() < 0.5 else absent)),
                scene)
+
+
+def _plain_existence_question(scene: Scene, rng: random.Random) -> QA | None:
+    """The world's plain question stream: yes or no first, then any phrase with that answer, so 'is there a circle'
+    (one shown attribute) is always yes and 'is there a small red circle' mostly no (reading only the question
+    answered 0.79 of such a set, against 0.53 for always 'no'). Only the tiny foundation LM's corpus uses it
+    (`llava.quickstart.foundation._turns_for` says why)."""
+    attrs = [(s, c, z) for s in {*(o.shape for o in scene.objects), None}
+             for c in {*(o.color for o in scene.objects), None} for z in {*(o.size for o in scene.objects), None}]
+    refs = [Ref(*t) for t in attrs if Ref(*t).n_attributes > 0]
+    refs = [r for r in refs if r.shape is not None or r.color is not None]  # 'a large object' is too vague
+    negatives = sorted((r for r in refs if not r.referents(scene)), key=repr)
+    if not negatives:
+        return None
+    positives = sorted((r for r in refs if r.referents(scene)), key=repr)
+    pool = positives if rng.random() < 0.5 else negatives
+    return _qa(Query(rng.choice(FORMS_BY_QTYPE["existence"]), rng.choice(pool)), scene)
 
 
 def existence_probe(scene: Scene, rng: random.Random, colors: tuple[str, ...] = ALL_COLORS,
@@ -195,21 +195,22 @@ def _relation_question(scene: Scene, rng: random.Random) -> QA | None:
     return None
 
 
-_MAKERS = {  # existence: `_existence_question`, which also takes the `balanced` switch
+_MAKERS = {
     "color": lambda s, r: _attribute_question(s, r, "color"),
     "shape": lambda s, r: _attribute_question(s, r, "shape"),
     "size": lambda s, r: _attribute_question(s, r, "size"),
     "count": _count_question,
+    "existence": _existence_question,
     "position": _position_question,
     "relation": _relation_question,
 }
 
 
 def make_question(scene: Scene, rng: random.Random, qtype: str, balanced_existence: bool = True) -> QA | None:
-    """One question of type `qtype` with its exact answer, or None when the scene cannot support one."""
-    if qtype == "existence":
-        return _existence_question(scene, rng, balanced_existence)
-    return _MAKERS[qtype](scene, rng)
+    """One question of type `qtype` with its exact answer, or None when the scene cannot support one;
+    `balanced_existence=False` draws existence questions from the plain stream (`_plain_existence_question`)."""
+    maker = _MAKERS[qtype] if balanced_existence or qtype != "existence" else _plain_existence_question
+    return maker(scene, rng)
 
 
 def make_questions(scene: Scene, rng: random.Random, n: int | None = None,
