@@ -11,7 +11,8 @@ prints held-out accuracy every `--eval-every` steps:
 
 `--save` writes a merged checkpoint that the evaluation entry points read (the quickstart's eval commands).
 Held-out sets: 400 balanced existence questions and 400 probes on scenes of streams the export never draws, and the
-export's own VQA existence questions (the benchmark item). Not part of the quickstart or of CI.
+export's own VQA existence questions (the benchmark item). Not part of the quickstart; CI runs a two-step smoke
+test (tests/test_binding_focus.py).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class Focus:
         for name, param in self.model.named_parameters():
             in_lm = "language_model" in name and "embed_tokens" not in name and "lm_head" not in name
             if (in_lm and (not lora_rank or "lora_" in name)) or "mm_projector" in name:
-                param.requires_grad = True  # embeddings stay: yes/no are two rows the loss would just push apart
+                param.requires_grad = True  # embeddings, LM head and tower stay frozen, as in stage 2
         self.yes, self.no = (self.answer_ids(word)[0] for word in ("yes", "no"))
         if self.yes == self.no:
             raise ValueError("'yes' and 'no' start with the same token in this tokenizer; accuracy is read from "
@@ -121,6 +122,7 @@ class Focus:
         right = said_yes = 0
         for i in range(0, len(samples), batch_size):
             chunk = samples[i : i + batch_size]
+            # the engine's own batching (left padding), so prompts are exactly what the eval entry points see
             inputs = self.engine._inputs([self.engine.request(q, img) for img, q, _ in chunk])
             logits = self.model(**inputs).logits[:, -1]
             yes = (logits[:, self.yes] > logits[:, self.no]).tolist()
