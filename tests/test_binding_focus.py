@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+import runpy
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from serve_common import write_tiny_checkpoint
 
 from llava.data.shapesworld.export import export
 from llava.eval.engine import InferenceEngine
+from llava.model import compat
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "experiments" / "binding_focus.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("binding_focus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["binding_focus"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for shard in sorted(directory.glob("*.safetensors")):
-        out.update(load_file(shard))
-    return out
+    return compat.read_tensors(compat.weight_files(directory))
 
 
 def test_focus_run_trains_scores_and_saves(tmp_path, tiny_foundation):
@@ -37,7 +25,7 @@ def test_focus_run_trains_scores_and_saves(tmp_path, tiny_foundation):
     export(data, seed=2, n_pretrain=4, n_instruct=12, n_eval=30)
     start = write_tiny_checkpoint(tmp_path / "start", tiny_foundation)
     saved = tmp_path / "focused"
-    curve = _script().main([
+    curve = runpy.run_path(str(SCRIPT))["main"]([
         "--model", str(start), "--data", str(data), "--steps", "2", "--batch", "4", "--eval-every", "1",
         "--held-out", "8", "--other", "0.3", "--replay", "0.5", "--threads", "1", "--lr", "1e-2",
         "--save", str(saved), "--curve", str(tmp_path / "curve.json"),

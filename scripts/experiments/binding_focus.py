@@ -29,7 +29,9 @@ from PIL import Image
 from llava.data.shapesworld.language import existence_probe, make_question, with_suffix
 from llava.data.shapesworld.render import render_scene
 from llava.data.shapesworld.scene import WorldConfig, scene_stream
+from llava.data.tokenization import tokenize_conversation
 from llava.eval.engine import InferenceEngine
+from llava.train.collator import DataCollatorForSupervisedDataset
 
 Sample = tuple[Image.Image, str, str]  # image, question with the short-answer suffix, answer
 OTHER_TYPES = ("color", "shape", "count", "position", "size")
@@ -82,6 +84,8 @@ class Focus:
             in_lm = "language_model" in name and "embed_tokens" not in name and "lm_head" not in name
             if (in_lm and (not lora_rank or "lora_" in name)) or "mm_projector" in name:
                 param.requires_grad = True  # embeddings, LM head and tower stay frozen, as in stage 2
+        self.collate = DataCollatorForSupervisedDataset(self.tokenizer, self.model.num_image_tokens,
+                                                        model_max_length=None)
         self.yes, self.no = (self.answer_ids(word)[0] for word in ("yes", "no"))
         if self.yes == self.no:
             raise ValueError("'yes' and 'no' start with the same token in this tokenizer; accuracy is read from "
@@ -98,22 +102,17 @@ class Focus:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def loss(self, batch: list[Sample]) -> torch.Tensor:
-        """Teacher-forced cross-entropy on the answer tokens and the closing `</s>` of one-turn prompts."""
-        rows, labels = [], []
-        for image, question, answer in batch:
-            request = self.engine.request(question, image)
-            prompt = self.engine.tokenize(request)
-            request.conversation.messages[-1][1] = answer
-            full = self.engine.tokenize(request)
-            rows.append(full)
-            labels.append([-100] * len(prompt) + full[len(prompt):])  # the answer and the template's closing </s>
-        width = max(map(len, rows))
-        ids = torch.tensor([[self.engine.pad_token_id] * (width - len(r)) + r for r in rows])
-        targets = torch.tensor([[-100] * (width - len(r)) + r for r in labels])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        """The model's loss on one-turn prompts, rendered, masked and collated as in training: the answer tokens and
+        the template's closing `</s>` are trained."""
         pixels = self.engine.pixel_values([image for image, _, _ in batch])
-        logits = self.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits[:, :-1]
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1))
+        instances = []
+        for row, (_, question, answer) in enumerate(batch):
+            conv = self.engine.build_conversation(question)
+            conv.messages[-1][1] = answer
+            sample = tokenize_conversation(conv, self.tokenizer)
+            instances.append({"input_ids": sample.input_ids, "labels": sample.labels,
+                              "pixel_values": pixels[row : row + 1]})
+        return self.model(**self.collate(instances)).loss
 
     @torch.no_grad()
     def yes_no_accuracy(self, samples: list[Sample], batch_size: int = 100) -> tuple[float, float]:
