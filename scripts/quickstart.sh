@@ -62,14 +62,14 @@ T_SETUP=$(date +%s.%N)
 phase_start data
 # The data is remade when its settings or the generator's code change; DATA_FIXED=1 (the ablation's runs, which
 # share one DATA folder) uses it as it is.
-GENERATOR=(llava/data/shapesworld/{scene,render,grammar,language,export}.py)
+GENERATOR=(llava/shapesworld/{scene,render,grammar,language,export}.py)
 if [[ -n ${DATA_FIXED:-} && ! -f $DATA/world.json ]]; then
   echo "[quickstart] DATA_FIXED=1 but $DATA holds no ShapesWorld export (world.json)" >&2; exit 2
 fi
 STAMP="seed=$DATA_SEED pretrain=$N_PRETRAIN instruct=$N_INSTRUCT eval=$N_EVAL size=48 mix=${INSTRUCT_MIX:-} $(cat "${GENERATOR[@]}" | cksum)"
 if [[ -z ${DATA_FIXED:-} && "$(cat "$DATA/.quickstart" 2>/dev/null)" != "$STAMP" ]]; then
   rm -rf "$DATA"
-  "$PY" -m llava.data.shapesworld --out "$DATA" --seed "$DATA_SEED" --n-pretrain "$N_PRETRAIN" \
+  "$PY" -m llava.shapesworld --out "$DATA" --seed "$DATA_SEED" --n-pretrain "$N_PRETRAIN" \
     --n-instruct "$N_INSTRUCT" --n-eval "$N_EVAL" --image-size 48 ${INSTRUCT_MIX:+--instruct-mix "$INSTRUCT_MIX"} \
     > "$OUT/data.log"
   echo "$STAMP" > "$DATA/.quickstart"

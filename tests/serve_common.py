@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from llava.conversation import get_template
-from llava.eval.engine import GenerationSettings, InferenceEngine, Request
+from llava.inference.engine import GenerationSettings, InferenceEngine, Request
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "llava" / "serve" / "examples" / "shapes_2.png"
@@ -23,6 +23,14 @@ EXAMPLE = REPO / "llava" / "serve" / "examples" / "shapes_2.png"
 FAST_FLAGS = ["--temperature", "0", "--max-new-tokens", "12", "--sq-max-new-tokens", "8",
               "--sq-description-max-new-tokens", "8", "--seed", "0"]
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=12)
+
+
+def demo_sq(*extra_flags: str):
+    """The chat programs' self-questioning settings for FAST_FLAGS (+ extra flags), built by their own flag path."""
+    from llava.inference.flags import sq_from_args
+    from llava.serve.cli import build_parser
+
+    return sq_from_args(build_parser().parse_args([*FAST_FLAGS, *extra_flags]), GenerationSettings())
 
 
 def write_tiny_checkpoint(out: Path, tiny_foundation: dict) -> Path:

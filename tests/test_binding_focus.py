@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from serve_common import write_tiny_checkpoint
 
-from llava.data.shapesworld.export import export
-from llava.eval.engine import InferenceEngine
+from llava.inference.engine import InferenceEngine
 from llava.model import compat
+from llava.shapesworld.export import export
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "experiments" / "binding_focus.py"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llava.eval import convert
+from llava.eval import answer_file, convert
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_read_jsonl_reports_malformed_lines(tmp_path, capsys):
     path.write_text(
         '{"question_id": 1, "text": "x"}\n{"question_id": 2, "te\n\n{"question_id": 3, "text": "y"}\n'
     )
-    rows = convert.read_jsonl(path)
+    rows = answer_file.read_jsonl(path)
     assert [r["question_id"] for r in rows] == [1, 3]
     assert "1 malformed answers line(s) skipped (lines 2)" in capsys.readouterr().err
 

@@ -10,8 +10,8 @@ from PIL import Image
 
 from llava.eval.answer_file import AnswerFile, AnswerFileError
 from llava.eval.cli_common import get_chunk, model_name_from_path
-from llava.eval.engine import GenerationSettings, InferenceEngine, Request, default_conv_mode
-from llava.eval.self_questioning import (
+from llava.inference.engine import GenerationSettings, InferenceEngine, Request, default_conv_mode
+from llava.inference.self_questioning import (
     SQContext,
     SQSettings,
     answer_with_self_questioning,

@@ -260,8 +260,8 @@ def test_visual_sq_writes_questions_per_image(checkpoint, data, tmp_path):
 
 
 def test_visual_sq_judges_shapesworld_questions(checkpoint, tmp_path, capsys):
-    from llava.data.shapesworld import make_questions, score_questions
-    from llava.data.shapesworld.export import export, load_scenes
+    from llava.shapesworld import make_questions, score_questions
+    from llava.shapesworld.export import export, load_scenes
 
     world = tmp_path / "sw"
     export(world, seed=1, n_pretrain=1, n_instruct=1, n_eval=4)

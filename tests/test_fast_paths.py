@@ -9,9 +9,9 @@ import torch
 from transformers.loss.loss_utils import ForCausalLMLoss
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.data.collator import DataCollatorForSupervisedDataset
+from llava.data.packing import PackedCollator
 from llava.model.loss import chunked_causal_lm_loss
-from llava.train.collator import DataCollatorForSupervisedDataset
-from llava.train.packing import PackedCollator
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 

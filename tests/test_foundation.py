@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from llava.conversation import conv_templates, get_template
-from llava.data.shapesworld import SHORT_ANSWER_SUFFIX, WorldConfig, scene_stream
 from llava.quickstart import foundation as fd
+from llava.shapesworld import SHORT_ANSWER_SUFFIX, WorldConfig, scene_stream
 
 TEST = fd.PRESETS["test"]
 
@@ -124,7 +124,7 @@ def test_generation_cue_tokenizes_as_in_training(built, role):
 def test_vision_tower_and_processor_load(built):
     from transformers import CLIPImageProcessor, CLIPVisionModel
 
-    from llava.data.shapesworld import render_scene
+    from llava.shapesworld import render_scene
 
     model = CLIPVisionModel.from_pretrained(str(built.vision_tower))
     proc = CLIPImageProcessor.from_pretrained(str(built.vision_tower))

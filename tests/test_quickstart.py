@@ -15,20 +15,12 @@ from llava.quickstart.evaluate import (
     chance_levels,
     check_targets,
     format_table,
-    mmbench_choice,
-    normalize_answer,
     prepare_pope,
     question_only_levels,
     vqa_scores,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def test_normalize_answer():
-    assert normalize_answer(" Red.") == "red"
-    assert normalize_answer("A large red circle\nmore") == "large red circle"
-    assert normalize_answer("two") == "2" and normalize_answer("Top-left") == "top left"
 
 
 def test_vqa_scores_chance_and_margin():
@@ -63,17 +55,8 @@ def test_question_only_level_finds_phrasing_that_gives_answers_away():
     assert "question-only 0.917, -0.583)" in table  # no answers: accuracy 0 against chance 7 / 12
 
 
-def test_mmbench_choice():
-    options = {"A": "red", "B": "blue", "C": "top left", "D": "green"}
-    assert mmbench_choice("B", options) == "B" and mmbench_choice("(C)", options) == "C"
-    assert mmbench_choice("D.", options) == "D"
-    assert mmbench_choice("blue", options) == "B" and mmbench_choice("It is in the top left.", options) == "C"
-    assert mmbench_choice("A large object", options) is None  # an article, not the letter A
-    assert mmbench_choice("red or blue", options) is None
-
-
 def test_prepare_pope_keeps_question_and_label_texts_equal(tmp_path):
-    from llava.eval.convert import read_jsonl
+    from llava.eval.answer_file import read_jsonl
     from llava.eval.eval_pope import eval_pope, load_labels
 
     src, dst = tmp_path / "src", tmp_path / "dst"

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from llava.eval import eval_pope, eval_science_qa, eval_textvqa, gpt_review, summarize_gpt_review
-from llava.eval.convert import JoinReport
+from llava.eval.answer_file import JoinReport
+from llava.eval.eval_mmbench import mmbench_choice
 from llava.eval.m4c_evaluator import (
     EvalAIAnswerProcessor,
     TextVQAAccuracyEvaluator,
     normalize_answer,
     vqa_soft_score,
 )
+from llava.eval.short_answer import normalize_short_answer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -505,3 +507,18 @@ def test_openai_judge_builds_request_without_calling(monkeypatch):
     body = json.loads(req.data)
     assert body["model"] == "judge-x" and body["messages"][1] == {"role": "user", "content": "hello"}
     assert body["temperature"] == 0.2
+
+
+def test_normalize_short_answer():
+    assert normalize_short_answer(" Red.") == "red"
+    assert normalize_short_answer("A large red circle\nmore") == "large red circle"
+    assert normalize_short_answer("two") == "2" and normalize_short_answer("Top-left") == "top left"
+
+
+def test_mmbench_choice():
+    options = {"A": "red", "B": "blue", "C": "top left", "D": "green"}
+    assert mmbench_choice("B", options) == "B" and mmbench_choice("(C)", options) == "C"
+    assert mmbench_choice("D.", options) == "D"
+    assert mmbench_choice("blue", options) == "B" and mmbench_choice("It is in the top left.", options) == "C"
+    assert mmbench_choice("A large object", options) is None  # an article, not the letter A
+    assert mmbench_choice("red or blue", options) is None

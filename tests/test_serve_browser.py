@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from serve_common import EXAMPLE, FAST_FLAGS, REPO, reference_answers, running_server, write_tiny_checkpoint
 
-from llava.eval.engine import GenerationSettings, InferenceEngine
+from llava.inference.engine import GenerationSettings, InferenceEngine
 from llava.mm_utils import load_image
 
 CHROMIUM = os.environ.get("LLAVA_CHROMIUM", "/usr/bin/chromium")
@@ -26,7 +26,7 @@ QUESTION = "What is in the image?"
 # The server under test, with each streamed piece delayed so that the browser can watch the answer grow.
 SLOW_LAUNCHER = textwrap.dedent("""
     import sys, time
-    from llava.eval import engine
+    from llava.inference import engine
     plain = engine.InferenceEngine.stream
     def slow(self, *args, **kwargs):
         for piece in plain(self, *args, **kwargs):

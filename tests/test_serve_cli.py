@@ -19,14 +19,16 @@ from serve_common import (
     FAST_FLAGS,
     GREEDY,
     REPO,
+    demo_sq,
     reference_answers,
     subprocess_env,
     write_tiny_checkpoint,
 )
 
-from llava.eval.engine import InferenceEngine
+from llava.inference import flags
+from llava.inference.engine import InferenceEngine
 from llava.mm_utils import load_image, process_images
-from llava.serve import cli, defaults
+from llava.serve import cli
 from llava.serve.session import ChatSession
 
 Q1, Q2 = "What is in the image?", "Which shape is the largest?"
@@ -108,9 +110,7 @@ def test_session_process_mode_never_touches_the_shared_engine(engine, image):
 
 
 def test_session_self_questions(engine, image):
-    from llava.serve.session import demo_sq_settings
-
-    session = ChatSession(engine, image, GREEDY, sq=demo_sq_settings(8, 8, seed=0))
+    session = ChatSession(engine, image, GREEDY, sq=demo_sq())
     questions = session.self_questions(2)
     assert 1 <= len(questions) <= 2 and all(q.strip() == q and q for q in questions)
     assert session.suggestions == questions
@@ -193,7 +193,7 @@ def test_cli_bad_start_image_is_a_message(not_an_image, capsys):
 
 def test_cli_without_a_model_says_how_to_build_it(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(defaults, "REPO_ROOT", tmp_path)  # no quickstart checkpoint anywhere
+    monkeypatch.setattr(flags, "REPO_ROOT", tmp_path)  # no quickstart checkpoint anywhere
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--image-file", str(EXAMPLE)])
     assert exit_info.value.code == 2

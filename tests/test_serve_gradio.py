@@ -9,11 +9,19 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from serve_common import EXAMPLE, FAST_FLAGS, GREEDY, reference_answers, running_server, write_tiny_checkpoint
+from serve_common import (
+    EXAMPLE,
+    FAST_FLAGS,
+    GREEDY,
+    demo_sq,
+    reference_answers,
+    running_server,
+    write_tiny_checkpoint,
+)
 
-from llava.eval.engine import InferenceEngine
+from llava.inference import flags
+from llava.inference.engine import InferenceEngine
 from llava.mm_utils import load_image
-from llava.serve import defaults
 from llava.serve.gradio_web_server import (
     EMPTY_PROMPT,
     MAX_SQ_K,
@@ -22,7 +30,6 @@ from llava.serve.gradio_web_server import (
     WebDemo,
     build_demo,
 )
-from llava.serve.session import demo_sq_settings
 
 QUESTIONS = ["What is in the image?", "How many objects are there?", "What colour is the star?", "Where is the square?"]
 MAX_PIXELS = 100 * 100  # the server's upload limit here: the 48 px examples pass, a 200 px image does not
@@ -107,7 +114,7 @@ def test_api_text_only_and_questions(client, engine):
 # ---------------------------------------------------------------------- the page's handlers, in-process
 @pytest.fixture
 def app(engine) -> WebDemo:
-    return WebDemo(engine, GREEDY, demo_sq_settings(8, 8, seed=0), max_pixels=MAX_PIXELS)
+    return WebDemo(engine, GREEDY, demo_sq(), max_pixels=MAX_PIXELS)
 
 
 def last(updates):
@@ -179,7 +186,7 @@ def test_server_without_a_model_says_how_to_build_it(monkeypatch, tmp_path, caps
     from llava.serve import gradio_web_server
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(defaults, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(flags, "REPO_ROOT", tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         gradio_web_server.main([])
     assert exit_info.value.code == 2 and "run `bash scripts/quickstart.sh` to build it" in capsys.readouterr().err

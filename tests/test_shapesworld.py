@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava.data.shapesworld import (
+from llava.shapesworld import (
     ALL_COLORS,
     COLOR_RGB,
     QTYPES,
@@ -35,9 +35,9 @@ from llava.data.shapesworld import (
     sample_scene,
     score_questions,
 )
-from llava.data.shapesworld.__main__ import main as cli_main
-from llava.data.shapesworld.export import MC_SUFFIX, MMBENCH_COLUMNS, POPE_SPLITS, export, load_scenes
-from llava.data.shapesworld.render import object_center
+from llava.shapesworld.__main__ import main as cli_main
+from llava.shapesworld.export import MC_SUFFIX, MMBENCH_COLUMNS, POPE_SPLITS, export, load_scenes
+from llava.shapesworld.render import object_center
 
 CONFIG = WorldConfig()
 

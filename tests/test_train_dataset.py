@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from llava.data.augment import TrainAugment
+from llava.data.collator import DataCollatorForSupervisedDataset
+from llava.data.dataset import DataConfig, LazySupervisedDataset, make_supervised_data_module
 from llava.data.records import BadRecordError
 from llava.data.tokenization import tokenizer_image_token
 from llava.mm_utils import load_image, process_images
-from llava.train.augment import TrainAugment
-from llava.train.collator import DataCollatorForSupervisedDataset
-from llava.train.dataset import DataConfig, LazySupervisedDataset, make_supervised_data_module
 
 N_IMG = 4  # the tiny tower: 32 px, patch 16
 

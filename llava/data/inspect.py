@@ -4,7 +4,7 @@
         [--sq-r 0.5] [--seed 0] [--epoch 0] [--image-folder DIR] [--max-records N] [--jsonl OUT] \\
         [--model-max-length 2048] [--image-token-len 576] [--color auto|always|never]
 
-It runs the training path itself (`render_record`, `tokenize_prompt`, `truncate_sample`), so what it marks
+It runs the training path itself (`iter_records`, `render_record`, `tokenize_prompt`, `truncate_sample`), so what it marks
 is exactly what the loss sees: a character is marked when a token covering it has a label. Bad records are
 reported with their id and reason, counted, and skipped; the rest is still shown.
 """
@@ -15,38 +15,14 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 from llava.constants import IGNORE_INDEX
+from llava.data.reader import iter_records
 from llava.data.records import BadRecordError, describe_record
 from llava.data.tokenization import TokenizedSample, render_record, tokenize_prompt, truncate_sample
 
 GREEN, RESET = "\x1b[1;32m", "\x1b[0m"
-
-
-def load_records(path: str | Path) -> Iterator[tuple[int, object]]:
-    """(index, record) from a JSON list or a JSONL file; an unparsable JSONL line yields a BadRecordError."""
-    text = Path(path).read_text(encoding="utf-8")
-    if not str(path).endswith(".jsonl"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None  # maybe JSONL under another name
-        if data is not None:
-            if not isinstance(data, list):
-                raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-            yield from enumerate(data)
-            return
-    index = 0
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield index, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield index, BadRecordError("malformed", f"line {lineno} is not JSON: {exc}", index=index)
-        index += 1
 
 
 def mark_trained(prompt: str, sample: TokenizedSample, spans: list[tuple[int, int]], color: bool) -> str:
@@ -123,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     n_ok, n_tokens, n_trained, n_vuser = 0, 0, 0, 0
     bad: list[BadRecordError] = []
     try:
-        for index, record in load_records(args.data_path):
+        for index, record in iter_records(args.data_path):
             if args.max_records is not None and index >= args.max_records:
                 break
             try:

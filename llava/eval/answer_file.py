@@ -1,4 +1,10 @@
-"""Resumable JSONL answers files (reference row format) with a `<answers>.meta.json` sidecar saying how they were made."""
+"""Answer files: reading them (one JSON object per line, joined by id) and writing them resumably, with a
+`<answers>.meta.json` sidecar saying how they were made.
+
+Rows are the reference's `{question_id, prompt, text, answer_id, model_id, metadata}` (SPEC 8), plus `error` when
+the image could not be read. Rows are never dropped silently: bad lines, error rows, missing and duplicate answers
+are all counted and reported by the callers.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,129 @@ import datetime as _dt
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llava.data.reader import read_records
+
+
+# ---------------------------------------------------------------------- ids and reading
+def id_key(value: Any) -> str:
+    """The join and resume key of an id that may be an int in one file and a str in another (5 == "5")."""
+    return str(value).strip()
+
+
+def question_key(row: Mapping[str, Any]) -> str:
+    """Resume key of a row: its question_id."""
+    return id_key(row.get("question_id"))
+
+
+def read_jsonl(path: str | os.PathLike, what: str = "answers") -> list[dict[str, Any]]:
+    """Rows of an answers (or questions) file; malformed lines are reported on stderr by line number and skipped."""
+    return read_records(path, what=what, skip_bad_lines=True)
+
+
+def answer_error(row: Mapping[str, Any]) -> str | None:
+    """The row's `error` message (unreadable image etc.), or None for a normal answer."""
+    err = row.get("error")
+    return str(err) if err else None
+
+
+def answer_text(row: Mapping[str, Any]) -> str:
+    """The answer text, "" for an error row."""
+    return "" if answer_error(row) else str(row.get("text") or "")
+
+
+@dataclass
+class JoinReport:
+    """What a converter or scorer could not match; printed so that gaps are never silent."""
+
+    name: str
+    n_expected: int = 0
+    n_written: int = 0
+    missing: list[str] = field(default_factory=list)  # expected ids without an answer
+    errors: list[str] = field(default_factory=list)  # answers carrying an "error" field
+    unmatched: list[str] = field(default_factory=list)  # answers whose id is not expected
+    duplicates: list[str] = field(default_factory=list)  # ids answered more than once (first kept)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n_expected": self.n_expected,
+            "n_written": self.n_written,
+            "n_missing": len(self.missing),
+            "n_errors": len(self.errors),
+            "n_unmatched": len(self.unmatched),
+            "n_duplicates": len(self.duplicates),
+            "missing_ids": self.missing,
+            "error_ids": self.errors,
+            "unmatched_ids": self.unmatched,
+            "duplicate_ids": self.duplicates,
+        }
+
+    def summary(self) -> str:
+        def ids(xs: list[str]) -> str:
+            return "" if not xs else " (" + ", ".join(xs[:5]) + (", ..." if len(xs) > 5 else "") + ")"
+
+        return (
+            f"[{self.name}] expected {self.n_expected}, written {self.n_written}; "
+            f"missing answers: {len(self.missing)}{ids(self.missing)}; "
+            f"error rows: {len(self.errors)}{ids(self.errors)}; "
+            f"answers without a question: {len(self.unmatched)}{ids(self.unmatched)}; "
+            f"duplicates: {len(self.duplicates)}{ids(self.duplicates)}"
+        )
+
+    def print(self) -> None:
+        print(self.summary(), file=sys.stderr if self.has_gaps else sys.stdout)
+
+    @property
+    def has_gaps(self) -> bool:
+        return bool(self.missing or self.errors or self.unmatched or self.duplicates)
+
+
+def index_answers(
+    rows: Iterable[Mapping[str, Any]], report: JoinReport, key: str = "question_id"
+) -> dict[str, Mapping[str, Any]]:
+    """Answers by id key; duplicates (first kept) and error rows are recorded in `report`."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        k = id_key(row.get(key))
+        if k in out:
+            report.duplicates.append(k)
+            continue
+        out[k] = row
+        if answer_error(row):
+            report.errors.append(k)
+    return out
+
+
+def join_answers(
+    expected_ids: Sequence[Any], answers: Sequence[Mapping[str, Any]], report: JoinReport
+) -> list[Mapping[str, Any] | None]:
+    """Answers aligned to `expected_ids` (None where missing); unmatched answers are recorded."""
+    by_id = index_answers(answers, report)
+    expected_keys = [id_key(q) for q in expected_ids]
+    expected_set = set(expected_keys)
+    report.n_expected = len(expected_keys)
+    report.unmatched.extend(k for k in by_id if k not in expected_set)
+    report.errors[:] = [k for k in report.errors if k in expected_set]
+    aligned: list[Mapping[str, Any] | None] = []
+    for k in expected_keys:
+        row = by_id.get(k)
+        if row is None:
+            report.missing.append(k)
+        aligned.append(row)
+    return aligned
+
+
+# ---------------------------------------------------------------------- writing
 META_SUFFIX = ".meta.json"
 META_FORMAT = "llava-answers-meta/1"
 
 
 class AnswerFileError(RuntimeError):
     """The answers file cannot be resumed (corrupt line, or written with other settings)."""
-
-
-def question_key(row: Mapping[str, Any]) -> str:
-    """Resume key of a row: its question_id (5 and "5" are the same question)."""
-    return str(row.get("question_id")).strip()
 
 
 def question_round_key(row: Mapping[str, Any]) -> str:

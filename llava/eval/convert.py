@@ -1,4 +1,4 @@
-"""Answer-file reading and per-benchmark converters to submission / official-evaluator formats."""
+"""Per-benchmark converters from answer files to submission / official-evaluator formats (`python -m llava.eval.convert`)."""
 
 from __future__ import annotations
 
@@ -8,136 +8,21 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llava.eval.answer_file import (
+    JoinReport,
+    answer_error,
+    answer_text,
+    id_key,
+    index_answers,
+    join_answers,
+    read_jsonl,
+)
 from llava.eval.m4c_evaluator import normalize_answer
 
 PathLike = str | os.PathLike
-
-# --------------------------------------------------------------------------------------------------------------
-# Answer files (SPEC 8): one JSON object per line, {question_id, prompt, text, answer_id, model_id, metadata},
-# plus "error" when the image could not be read. Rows are never dropped silently: bad lines, error rows,
-# missing and duplicate answers are all counted and reported by the callers.
-# --------------------------------------------------------------------------------------------------------------
-
-
-def read_jsonl(path: PathLike, what: str = "answers") -> list[dict[str, Any]]:
-    """Read a JSON-lines file; malformed lines are reported on stderr (by line number) and skipped."""
-    rows: list[dict[str, Any]] = []
-    bad: list[int] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad.append(lineno)
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        print(
-            f"WARNING: {path}: {len(bad)} malformed {what} line(s) skipped (lines {shown})", file=sys.stderr
-        )
-    return rows
-
-
-def id_key(value: Any) -> str:
-    """Join key for ids that may be written as int in one file and str in another (5 == "5")."""
-    return str(value).strip()
-
-
-def answer_error(row: Mapping[str, Any]) -> str | None:
-    """The row's `error` message (unreadable image etc.), or None for a normal answer."""
-    err = row.get("error")
-    return str(err) if err else None
-
-
-def answer_text(row: Mapping[str, Any]) -> str:
-    """The answer text, "" for an error row."""
-    return "" if answer_error(row) else str(row.get("text") or "")
-
-
-@dataclass
-class JoinReport:
-    """What a converter or scorer could not match; printed so that gaps are never silent."""
-
-    name: str
-    n_expected: int = 0
-    n_written: int = 0
-    missing: list[str] = field(default_factory=list)  # expected ids without an answer
-    errors: list[str] = field(default_factory=list)  # answers carrying an "error" field
-    unmatched: list[str] = field(default_factory=list)  # answers whose id is not expected
-    duplicates: list[str] = field(default_factory=list)  # ids answered more than once (first kept)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "n_expected": self.n_expected,
-            "n_written": self.n_written,
-            "n_missing": len(self.missing),
-            "n_errors": len(self.errors),
-            "n_unmatched": len(self.unmatched),
-            "n_duplicates": len(self.duplicates),
-            "missing_ids": self.missing,
-            "error_ids": self.errors,
-            "unmatched_ids": self.unmatched,
-            "duplicate_ids": self.duplicates,
-        }
-
-    def summary(self) -> str:
-        def ids(xs: list[str]) -> str:
-            return "" if not xs else " (" + ", ".join(xs[:5]) + (", ..." if len(xs) > 5 else "") + ")"
-
-        return (
-            f"[{self.name}] expected {self.n_expected}, written {self.n_written}; "
-            f"missing answers: {len(self.missing)}{ids(self.missing)}; "
-            f"error rows: {len(self.errors)}{ids(self.errors)}; "
-            f"answers without a question: {len(self.unmatched)}{ids(self.unmatched)}; "
-            f"duplicates: {len(self.duplicates)}{ids(self.duplicates)}"
-        )
-
-    def print(self) -> None:
-        print(self.summary(), file=sys.stderr if self.has_gaps else sys.stdout)
-
-    @property
-    def has_gaps(self) -> bool:
-        return bool(self.missing or self.errors or self.unmatched or self.duplicates)
-
-
-def index_answers(
-    rows: Iterable[Mapping[str, Any]], report: JoinReport, key: str = "question_id"
-) -> dict[str, Mapping[str, Any]]:
-    """Answers by id key; duplicates (first kept) and error rows are recorded in `report`."""
-    out: dict[str, Mapping[str, Any]] = {}
-    for row in rows:
-        k = id_key(row.get(key))
-        if k in out:
-            report.duplicates.append(k)
-            continue
-        out[k] = row
-        if answer_error(row):
-            report.errors.append(k)
-    return out
-
-
-def _join(
-    expected_ids: Sequence[Any], answers: Sequence[Mapping[str, Any]], report: JoinReport
-) -> list[Mapping[str, Any] | None]:
-    """Answers aligned to `expected_ids` (None where missing); unmatched answers are recorded."""
-    by_id = index_answers(answers, report)
-    expected_keys = [id_key(q) for q in expected_ids]
-    expected_set = set(expected_keys)
-    report.n_expected = len(expected_keys)
-    report.unmatched.extend(k for k in by_id if k not in expected_set)
-    report.errors[:] = [k for k in report.errors if k in expected_set]
-    aligned: list[Mapping[str, Any] | None] = []
-    for k in expected_keys:
-        row = by_id.get(k)
-        if row is None:
-            report.missing.append(k)
-        aligned.append(row)
-    return aligned
 
 
 def _write_json(obj: Any, dst: PathLike, indent: int | None = None) -> None:
@@ -169,7 +54,7 @@ def convert_gqa(
         pairs = [(row.get("question_id"), row) for row in by_id.values()]
         report.n_expected = len(pairs)
     else:
-        pairs = list(zip(question_ids, _join(question_ids, answers, report)))
+        pairs = list(zip(question_ids, join_answers(question_ids, answers, report)))
     out = [
         {"questionId": qid, "prediction": answer_text(row).rstrip(".").lower() if row else ""}
         for qid, row in pairs
@@ -208,7 +93,7 @@ def convert_vqav2(
     when given; unanswered split questions also get ""."""
     report = JoinReport("vqav2")
     if split_question_ids is not None:
-        aligned = _join(split_question_ids, answers, report)
+        aligned = join_answers(split_question_ids, answers, report)
         by_key = {id_key(q): row for q, row in zip(split_question_ids, aligned) if row is not None}
         test_keys = {id_key(q) for q in test_question_ids}
         outside = [id_key(q) for q in split_question_ids if id_key(q) not in test_keys]
@@ -273,7 +158,7 @@ def convert_vizwiz(
 ) -> tuple[list[dict[str, Any]], JoinReport]:
     """One `{image, answer}` per test question, EvalAI-normalised; unanswered questions get ""."""
     report = JoinReport("vizwiz")
-    aligned = _join([q["question_id"] for q in questions], answers, report)
+    aligned = join_answers([q["question_id"] for q in questions], answers, report)
     out = [
         {"image": q["image"], "answer": normalize_answer(answer_text(row)) if row else ""}
         for q, row in zip(questions, aligned)
@@ -313,7 +198,7 @@ def convert_mmbench(answers: Sequence[Mapping[str, Any]], table: Any) -> tuple[A
     n_later = len(answers) - len(first_round)
     if n_later:
         print(f"[mmbench] ignoring {n_later} answers of later option rotations (round_id > 0)")
-    aligned = _join(list(table["index"]), first_round, report)
+    aligned = join_answers(list(table["index"]), first_round, report)
     df = table.drop(columns=[c for c in MMBENCH_DROPPED_COLUMNS if c in table.columns])
     options = [c for c in "ABCDEFGHIJ" if c in df.columns]
     pos = df.columns.get_loc(options[-1]) + 1 if options else len(df.columns)
@@ -373,7 +258,7 @@ def convert_seed(
     """Upload rows for every SEED question ("" when unanswered) and the accuracies (all / image / video)."""
     report = JoinReport("seed")
     questions = annotation["questions"]
-    aligned = _join([q["question_id"] for q in questions], answers, report)
+    aligned = join_answers([q["question_id"] for q in questions], answers, report)
     type_names = {v: k for k, v in annotation.get("question_type", {}).items()}
     by_id = {id_key(q["question_id"]): row for q, row in zip(questions, aligned) if row is not None}
     acc = {
@@ -424,7 +309,7 @@ def convert_mmvet(
         report.n_expected = len(by_id)
         out = {f"v1_{k}": answer_text(row) for k, row in by_id.items()}
     else:
-        aligned = _join(question_ids, answers, report)
+        aligned = join_answers(question_ids, answers, report)
         out = {f"v1_{id_key(q)}": answer_text(row) if row else "" for q, row in zip(question_ids, aligned)}
     report.n_written = len(out)
     return out, report

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava.eval.convert import answer_error, answer_text, id_key, read_jsonl
+from llava.eval.answer_file import answer_error, answer_text, id_key, read_jsonl
 
 ID_FIELDS = ("image_id", "question_id", "image")
 _REFERENCE_FIELDS = ("captions", "references", "refs", "caption", "label")

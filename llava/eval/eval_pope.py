@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llava.eval.convert import JoinReport, answer_error, id_key, index_answers, read_jsonl
+from llava.eval.answer_file import JoinReport, answer_error, id_key, index_answers, read_jsonl
 
 LABEL_PREFIX, LABEL_SUFFIX = "coco_pope_", ".json"
 

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llava.eval.convert import JoinReport, answer_error, answer_text, id_key, index_answers, read_jsonl
+from llava.eval.answer_file import JoinReport, answer_error, answer_text, id_key, index_answers, read_jsonl
 
 OPTIONS = ("A", "B", "C", "D", "E")
 FAILED = "FAILED"

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llava.eval.convert import JoinReport, answer_error, answer_text, id_key, read_jsonl
+from llava.eval.answer_file import JoinReport, answer_error, answer_text, id_key, read_jsonl
 from llava.eval.m4c_evaluator import vqa_soft_score
 
 _OCR_QUESTION = re.compile(r"Question: (.*?) Short answer:", re.DOTALL)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from llava.eval.convert import answer_error, answer_text, id_key, read_jsonl
+from llava.eval.answer_file import answer_error, answer_text, id_key, read_jsonl
 
 DEFAULT_RULE_FILE = Path(__file__).parent / "table" / "rule.json"
 DEFAULT_SYSTEM_PROMPT = "You are an impartial and careful assistant who checks how good answers are."

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 from llava.eval import cli_common as cc
 from llava.eval.model_vqa_loader import jobs_from_questions
+from llava.inference import flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa", description=__doc__)
-    cc.add_model_args(parser)
+    flags.add_model_args(parser)
     cc.add_question_args(parser)
-    cc.add_decoding_args(parser, max_new_tokens=1024)
+    flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     return parser
 
 

@@ -6,14 +6,15 @@ import argparse
 from collections.abc import Sequence
 
 from llava.eval import cli_common as cc
+from llava.inference import flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa_loader", description=__doc__)
-    cc.add_model_args(parser)
+    flags.add_model_args(parser)
     cc.add_question_args(parser)
-    cc.add_decoding_args(parser, max_new_tokens=128)
-    cc.add_sq_args(parser, n_shot=3, temperature=1.0, top_p=0.65, top_k=50, max_new_tokens=100)
+    flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=128))
+    flags.add_sq_args(parser, flags.SQDefaults(n_shot=3, temperature=1.0, top_p=0.65, top_k=50, max_new_tokens=100))
     return parser
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from llava.eval import cli_common as cc
 from llava.eval.answer_file import question_round_key
+from llava.inference import flags
 
 OPTION_LETTERS = "ABCDEFGHIJ"
 SINGLE_PRED_PROMPT = {
@@ -45,9 +46,9 @@ def _index(value: str) -> int | str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa_mmbench", description=__doc__)
-    cc.add_model_args(parser)
+    flags.add_model_args(parser)
     cc.add_question_args(parser)
-    cc.add_decoding_args(parser, max_new_tokens=1024)
+    flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     parser.add_argument("--single-pred-prompt", "--single_pred_prompt", dest="single_pred_prompt", action="store_true")
     parser.add_argument("--all-rounds", "--all_rounds", dest="all_rounds", action="store_true",
                         help="ask once per rotation of the options (round_id 0..n-1)")

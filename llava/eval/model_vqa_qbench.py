@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from llava.eval import cli_common as cc
+from llava.inference import flags
 
 FORMATS = """\
 Questions: a JSON list (or JSONL) of {"img_path", "question", "candidates": [...], optional "id", ...}. The prompt is
@@ -19,9 +20,9 @@ CHOOSE = {"en": "\nChoose between one of the options as follows:\n", "zh": "\nåœ
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa_qbench", description=__doc__, epilog=FORMATS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    cc.add_model_args(parser)
+    flags.add_model_args(parser)
     cc.add_question_args(parser)
-    cc.add_decoding_args(parser, max_new_tokens=1024)
+    flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     parser.add_argument("--lang", default="en", choices=tuple(CHOOSE))
     return parser
 

@@ -7,18 +7,19 @@ from collections.abc import Sequence
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval import cli_common as cc
+from llava.inference import flags
 
 SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa_science", description=__doc__)
-    cc.add_model_args(parser)
+    flags.add_model_args(parser)
     cc.add_question_args(parser)
-    cc.add_decoding_args(parser, max_new_tokens=1024)
+    flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     parser.add_argument("--single-pred-prompt", "--single_pred_prompt", dest="single_pred_prompt",
                         action="store_true", help=f"append \"\\n{SINGLE_PRED_PROMPT}\"")
-    cc.add_sq_args(parser, n_shot=3, temperature=1.0, top_p=0.65, top_k=50, max_new_tokens=100)
+    flags.add_sq_args(parser, flags.SQDefaults(n_shot=3, temperature=1.0, top_p=0.65, top_k=50, max_new_tokens=100))
     return parser
 
 

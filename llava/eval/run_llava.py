@@ -8,20 +8,20 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from llava.eval import cli_common as cc
+from llava.inference import flags
 from llava.mm_utils import load_image
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.run_llava", description=__doc__)
-    cc.add_model_args(parser)
+    flags.add_model_args(parser)
     parser.add_argument("--image-file", "--image_file", dest="image_file", required=True,
                         help="image path or http(s) URL; several separated by --sep")
     parser.add_argument("--query", required=True, help="the question; <image> marks where images go")
     parser.add_argument("--sep", default=",", help="separator of several --image-file entries")
     parser.add_argument("--stream", action="store_true", help="print the answer while it is generated")
-    cc.add_decoding_args(parser, max_new_tokens=512)
-    cc.add_sq_args(parser, n_shot=5, temperature=1.0, top_p=0.9, top_k=64, max_new_tokens=200)
+    flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=512))
+    flags.add_sq_args(parser, flags.SQDefaults(n_shot=5, temperature=1.0, top_p=0.9, top_k=64, max_new_tokens=200))
     return parser
 
 
@@ -37,11 +37,11 @@ def open_image(source: str) -> Image.Image:
 def main(argv: Sequence[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     images = [open_image(s.strip()) for s in args.image_file.split(args.sep) if s.strip()]
-    engine = cc.load_engine(args)
-    settings = cc.decoding_from_args(args)
-    sq = cc.sq_from_args(args, settings)
+    engine = flags.load_engine(args)
+    settings = flags.decoding_from_args(args)
+    sq = flags.sq_from_args(args, settings)
     if sq is not None:
-        from llava.eval.self_questioning import answer_with_self_questioning
+        from llava.inference.self_questioning import answer_with_self_questioning
 
         if len(images) != 1:
             raise SystemExit("--sq takes exactly one image")

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from llava.eval.convert import read_jsonl
+from llava.eval.answer_file import read_jsonl
 
 
 def summarize_reviews(

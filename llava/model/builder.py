@@ -1,4 +1,5 @@
-"""Loading and saving whole models: every checkpoint format, decided by the files present, never by names.
+"""The one model factory: models for training (composed from a base LM and a CLIP tower) and for inference (every
+checkpoint format, decided by the files present, never by names), the one quantization config, and saving.
 
 Formats (SPEC 3.7, 4.4, 4.5):
 - full:      config.json + model weights (reference key layout), tower weights optional
@@ -15,13 +16,26 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, PretrainedConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    PretrainedConfig,
+)
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 from llava.model import compat, lora
-from llava.model.config import CheckpointFormatError, load_llava_config, vision_config_of
+from llava.model.config import (
+    CheckpointFormatError,
+    config_from_dict,
+    load_llava_config,
+    read_config_dict,
+    vision_config_of,
+)
 from llava.model.llava_llama import LlavaLlamaForCausalLM
-from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower, count_output_tokens
+from llava.model.multimodal_projector.builder import build_vision_projector
 
 logger = logging.getLogger(__name__)
 
@@ -58,25 +72,26 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[dtype]
 
 
+def quantization_config(bits: int | None, compute_dtype: torch.dtype, double_quant: bool = True,
+                        quant_type: str = "nf4"):
+    """bitsandbytes' config for 4-bit (QLoRA: NF4, double quantisation by default) or 8-bit weights; None otherwise."""
+    if bits not in (4, 8):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=bits == 4, load_in_8bit=bits == 8, bnb_4bit_compute_dtype=compute_dtype,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_quant_type=quant_type)
+
+
 def load_language_model(
     source: str | Path, config: PretrainedConfig, dtype: torch.dtype, attn_implementation: str = "sdpa",
     quantization=None, device_map=None,
 ):
-    """The causal LM from `source` weights (reference key layout), with `config` (extra mm fields ignored).
-
-    `quantization` is "4bit", "8bit" or a ready `BitsAndBytesConfig`.
-    """
+    """The causal LM from `source` weights (reference key layout), with `config` (extra mm fields ignored);
+    `quantization` is a `quantization_config(...)` or None."""
     kwargs = {"config": config, "dtype": dtype, "attn_implementation": attn_implementation}
-    if quantization is not None and not isinstance(quantization, str):
+    if quantization is not None:
         kwargs["quantization_config"] = quantization
-    elif quantization:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = (
-            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True,
-                               bnb_4bit_quant_type="nf4")
-            if quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True)
-        )
     if device_map is not None:
         kwargs["device_map"] = device_map
     # A merged LLaVA checkpoint also holds projector and tower tensors: expected, so keep them out of
@@ -105,8 +120,6 @@ def load_vision_tower(config: PretrainedConfig, checkpoint: Path | None, dtype: 
     vision_config = vision_config_of(config)
     if tower_state and vision_config is None and getattr(config, "mm_vision_tower", None):
         # Reference merged checkpoints store tower weights but only name the tower's config (D13: use them).
-        from transformers import CLIPVisionConfig
-
         vision_config = CLIPVisionConfig.from_pretrained(config.mm_vision_tower)
         config.mm_vision_config = vision_config.to_dict()
     if tower_state and vision_config is not None:
@@ -160,7 +173,7 @@ def load_pretrained_model(
     fmt = detect_format(path)
     config = load_llava_config(path)
     torch_dtype = _resolve_dtype(dtype, device)
-    quantization = "4bit" if load_4bit else "8bit" if load_8bit else None
+    quantization = quantization_config(4 if load_4bit else 8 if load_8bit else None, torch_dtype)
 
     if fmt is CheckpointFormat.FULL:
         lm_source = path
@@ -218,6 +231,70 @@ def _add_multimodal_tokens(tokenizer, model: LlavaLlamaForCausalLM) -> None:
         new += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
     if new and tokenizer.add_tokens(new, special_tokens=True):
         model.language_model.resize_token_embeddings(len(tokenizer))
+
+
+# ---------------------------------------------------------------------- building a model for training
+def training_config(lm_source: str | Path, vision_tower: str, cache_dir: str | None = None,
+                    **mm_fields: object) -> PretrainedConfig:
+    """The LM's config plus the tower's config and the mm fields (`mm_projector_type`, select layer, ...): the
+    caller's projector type wins over a LLaVA checkpoint's own (D15)."""
+    tower_config = CLIPVisionConfig.from_pretrained(vision_tower, cache_dir=cache_dir)
+    if Path(lm_source).is_dir():
+        data = read_config_dict(lm_source)
+    else:
+        data, _ = PretrainedConfig.get_config_dict(str(lm_source), cache_dir=cache_dir)
+    data.pop("mm_vision_config", None)
+    data.update(mm_fields, mm_vision_tower=vision_tower, mm_hidden_size=tower_config.hidden_size,
+                mm_vision_config=tower_config.to_dict(), use_cache=False)
+    return config_from_dict(data)
+
+
+def image_token_count(config: PretrainedConfig) -> int:
+    """Embeddings one image occupies in the LM sequence, from the configs alone (no weights): what the data
+    pipeline reserves before any model loads, by the same formulas the built model uses."""
+    with torch.device("meta"):
+        projector = build_vision_projector(config)
+    return int(projector.num_output_tokens(count_output_tokens(vision_config_of(config),
+                                                               config.mm_vision_select_feature)))
+
+
+def load_initial_projector(path: str | Path, config: PretrainedConfig) -> dict:
+    """A stage-1 projector's tensors (mm_projector.bin or its folder), checked strictly against the config's
+    projector type before any LM loads; CheckpointFormatError names the file, both types and the tensors."""
+    state = compat.load_projector(path)
+    with torch.device("meta"):
+        probe = build_vision_projector(config)
+    expected = {k: v.shape for k, v in probe.state_dict().items()}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v)}" for k, v in expected.items() if k in state and state[k].shape != v]
+    if missing or unexpected or wrong:
+        config_file = (Path(path) if Path(path).is_dir() else Path(path).parent) / "config.json"
+        written_for = read_config_dict(config_file).get("mm_projector_type") if config_file.is_file() else None
+        hint = f" (written for mm_projector_type {written_for!r})" if written_for else ""
+        raise CheckpointFormatError(
+            f"{path}{hint} does not fit mm_projector_type {config.mm_projector_type!r}: missing {missing[:6]}, "
+            f"unexpected {unexpected[:6]}, wrong shapes {wrong[:4]}"
+        )
+    return state
+
+
+def build_for_training(config: PretrainedConfig, lm_source: str | Path, *, vocab_size: int, dtype: torch.dtype,
+                       attn_implementation: str = "sdpa", quantization=None, device_map=None,
+                       projector_state: dict | None = None, chunked_loss_size: int | None = None,
+                       ) -> LlavaLlamaForCausalLM:
+    """LM (optionally quantised, embeddings grown to `vocab_size`) + CLIP tower + projector (stage 1's when
+    `projector_state` is given), composed; what trains is the stage policy's decision (llava/train/stage.py)."""
+    tower = CLIPVisionTower.from_pretrained(config.mm_vision_tower, config.mm_vision_select_layer,
+                                            config.mm_vision_select_feature, dtype=dtype)
+    language_model = load_language_model(lm_source, config, dtype, attn_implementation, quantization, device_map)
+    if vocab_size > language_model.get_input_embeddings().weight.shape[0]:
+        language_model.resize_token_embeddings(vocab_size)
+    model = LlavaLlamaForCausalLM(config, language_model=language_model, vision_tower=tower,
+                                  chunked_loss_size=chunked_loss_size)
+    model.mm_projector.to(dtype)
+    if projector_state is not None:
+        model.mm_projector.load_state_dict(projector_state, strict=True)
+    return model
 
 
 # ---------------------------------------------------------------------- saving a full model

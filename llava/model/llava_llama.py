@@ -6,7 +6,7 @@ sequence positions always equal embedding positions and left or right padding bo
 into the embeddings with one vectorised `masked_scatter`; the LM is a stock `AutoModelForCausalLM`, so its
 `generate()` (KV cache, batching, streaming) is used as is, through `inputs_embeds`.
 
-Training fast paths (`llava.model.loss`, `llava.train.packing`): with labels in training mode the loss is a chunked
+Training fast paths (`llava.model.loss`, `llava.data.packing`): with labels in training mode the loss is a chunked
 cross-entropy over the LM's hidden states (no [B, T, V] logits; `chunked_loss_size`, 0 = off, `return_logits=True`
 for the plain path), and packed rows (`position_ids` restarting at 0, no attention mask) reach the LM unchanged.
 """
@@ -195,7 +195,7 @@ class LlavaLlamaForCausalLM(nn.Module):
     ) -> CausalLMOutputWithPast:
         """The LM's output on the spliced embeddings.
 
-        `position_ids` go to the LM as given; rows packed by `llava.train.packing.PackedCollator` (positions
+        `position_ids` go to the LM as given; rows packed by `llava.data.packing.PackedCollator` (positions
         restarting at 0 per sample, no `attention_mask`) get transformers' block-diagonal causal mask, which it only
         builds without a KV cache, so `use_cache` is forced off for them. `return_logits`: None (default) computes
         the loss chunk-wise without logits when training with labels; True always returns logits; False computes

@@ -50,7 +50,8 @@ def add_vit_lora(model, config: LoraConfig) -> None:
     model.vision_tower = get_peft_model(model.vision_tower, config)
 
 
-def _load_adapter_state(peft_model: PeftModel, state: dict, source: Path) -> None:
+def load_adapter_state(peft_model: PeftModel, state: dict, source: Path) -> None:
+    """Load adapter tensors into a PEFT-wrapped module; AdapterMismatchError names missing, extra or misshapen ones."""
     expected = set(get_peft_model_state_dict(peft_model).keys())
     given = set(state)
     missing, unexpected = sorted(expected - given), sorted(given - expected)
@@ -82,7 +83,7 @@ def load_llm_adapter(model, directory: str | Path, merge: bool = True) -> None:
     config = _lora_config_from(config_data)
     config.task_type = "CAUSAL_LM"
     add_llm_lora(model, config)
-    _load_adapter_state(model.language_model, compat.llm_adapter_state(raw), directory)
+    load_adapter_state(model.language_model, compat.llm_adapter_state(raw), directory)
     if merge:
         model.language_model = model.language_model.merge_and_unload()
 
@@ -94,7 +95,7 @@ def load_vit_adapter(model, directory: str | Path, merge: bool = True) -> None:
     config = _lora_config_from(config_data)
     config.task_type = None
     add_vit_lora(model, config)
-    _load_adapter_state(model.vision_tower, compat.vit_adapter_from_reference(raw), directory)
+    load_adapter_state(model.vision_tower, compat.vit_adapter_from_reference(raw), directory)
     if merge:
         model.vision_tower = model.vision_tower.merge_and_unload()
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import re
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava.data.shapesworld import SHORT_ANSWER_SUFFIX
-from llava.data.shapesworld.export import load_scenes
-from llava.data.shapesworld.grammar import GrammarError, parse
-from llava.data.shapesworld.judge import score_answer_rows
-from llava.eval.convert import answer_text, id_key, read_jsonl
+from llava.eval.answer_file import answer_text, id_key, read_jsonl
+from llava.eval.eval_mmbench import mmbench_scores
+from llava.eval.short_answer import normalize_short_answer
+from llava.shapesworld import SHORT_ANSWER_SUFFIX
+from llava.shapesworld.export import load_scenes
+from llava.shapesworld.grammar import GrammarError, parse
+from llava.shapesworld.judge import score_answer_rows
 
 # The five short-answer types the acceptance targets name (size and relation are scored too, not targeted).
 TARGET_TYPES = ("color", "shape", "count", "existence", "position")
@@ -32,25 +31,13 @@ TARGETS = {
 }
 ANSWER_FILES = {"vqa": "vqa.jsonl", "pope": "pope.jsonl", "caption": "caption.jsonl", "mmbench": "mmbench.jsonl",
                 "sq": "sq.jsonl"}
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven",
-                                                   "eight", "nine"))}
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, first line, no punctuation or leading article, number words as digits."""
-    text = text.strip().split("\n")[0].lower()
-    text = re.sub(r"[^a-z0-9 ]", " ", text)
-    words = text.split()
-    if words and words[0] in ("a", "an", "the"):
-        words = words[1:]
-    return " ".join(_NUMBER_WORDS.get(w, w) for w in words)
 
 
 def chance_levels(truth: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per question type: the majority-answer rate (a blind constant guesser) and the uniform rate."""
     by_type: dict[str, Counter] = defaultdict(Counter)
     for row in truth:
-        by_type[row["category"]][normalize_answer(str(row["answer"]))] += 1
+        by_type[row["category"]][normalize_short_answer(str(row["answer"]))] += 1
     out = {}
     for qtype, counts in by_type.items():
         answer, n = counts.most_common(1)[0]
@@ -80,7 +67,7 @@ def question_only_levels(questions: Iterable[Mapping[str, Any]], truth: Iterable
     image shows and so is always 'yes'."""
     text = {id_key(q["question_id"]): q["text"] for q in questions}
     rows = [(row["category"], _question_form(text.get(id_key(row["question_id"]), "")),
-             normalize_answer(str(row["answer"]))) for row in truth]
+             normalize_short_answer(str(row["answer"]))) for row in truth]
     by_form: dict[tuple, Counter] = defaultdict(Counter)
     by_type: dict[str, Counter] = defaultdict(Counter)
     for qtype, form, ans in rows:
@@ -95,7 +82,7 @@ def question_only_levels(questions: Iterable[Mapping[str, Any]], truth: Iterable
 
 def vqa_scores(answers: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]],
                questions: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Exact match after `normalize_answer`, per type, with chance levels (and, given the questions, the
+    """Exact match after `normalize_short_answer`, per type, with chance levels (and, given the questions, the
     question-only level); missing answers count as wrong."""
     by_id = {id_key(r["question_id"]): r for r in answers}
     chance = chance_levels(truth)
@@ -103,8 +90,8 @@ def vqa_scores(answers: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str
     hits: dict[str, list[bool]] = defaultdict(list)
     for row in truth:
         pred = by_id.get(id_key(row["question_id"]))
-        hits[row["category"]].append(pred is not None and normalize_answer(answer_text(pred))
-                                     == normalize_answer(str(row["answer"])))
+        hits[row["category"]].append(pred is not None and normalize_short_answer(answer_text(pred))
+                                     == normalize_short_answer(str(row["answer"])))
     per_type = {}
     for qtype in sorted(hits, key=lambda t: (t not in TARGET_TYPES, t)):
         acc = sum(hits[qtype]) / len(hits[qtype])
@@ -157,42 +144,6 @@ def caption_scores(answers_file: Path, references: Path) -> dict[str, Any]:
     except RuntimeError as err:  # no Java
         return {"skipped": str(err)}
     return {k: result[k] for k in ("CIDEr", "Bleu_4", "ROUGE_L", "n_images") if k in result}
-
-
-def mmbench_choice(text: str, options: Mapping[str, str]) -> str | None:
-    """MMBench's exact-matching step: a standalone option letter, else the one option whose text the answer is
-    (or contains); None when neither decides (the official pipeline would then ask a judge model)."""
-    m = re.match(r"\s*\(?([A-D])(?:[).:]|\s*$)", text)  # "B", "B.", "(B)"; not the article of "A large ..."
-    if m and m.group(1) in options:
-        return m.group(1)
-    said = normalize_answer(text)
-    exact = [k for k, v in options.items() if normalize_answer(v) == said]
-    if len(exact) == 1:
-        return exact[0]
-    contained = [k for k, v in options.items() if re.search(rf"\b{re.escape(normalize_answer(v))}\b", said)]
-    return contained[0] if len(contained) == 1 else None
-
-
-def mmbench_scores(answers: Sequence[Mapping[str, Any]], tsv: Path) -> dict[str, Any]:
-    """Accuracy of the chosen option (round 0), overall and per category; chance 0.25. `letter_rate` is the share
-    of answers that gave an option letter, `matched_rate` the share decided at all."""
-    with open(tsv, encoding="utf-8", newline="") as f:
-        csv.field_size_limit(sys.maxsize)
-        rows = {id_key(r["index"]): r for r in csv.DictReader(f, delimiter="\t")}
-    preds = {id_key(a["question_id"]): answer_text(a) for a in answers if int(a.get("round_id", 0) or 0) == 0}
-    hits: dict[str, list[bool]] = defaultdict(list)
-    letters = matched = 0
-    for key, row in rows.items():
-        text = preds.get(key, "")
-        options = {c: row[c] for c in "ABCD" if row.get(c)}
-        choice = mmbench_choice(text, options)
-        letters += bool(re.match(r"\s*\(?[A-D](?:[).:]|\s*$)", text))
-        matched += choice is not None
-        hits[row["category"]].append(choice == row["answer"])
-    total = [h for v in hits.values() for h in v]
-    n = max(1, len(total))
-    return {"accuracy": sum(total) / n, "chance": 0.25, "n": len(total), "letter_rate": letters / n,
-            "matched_rate": matched / n, "per_category": {k: sum(v) / len(v) for k, v in sorted(hits.items())}}
 
 
 def sq_scores(rows: Sequence[Mapping[str, Any]], scenes_file: Path, n_examples: int = 6) -> dict[str, Any]:

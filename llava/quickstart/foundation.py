@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from llava.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from llava.conversation import conv_templates
 from llava.data.records import apply_self_questioning, build_conversation
-from llava.data.shapesworld import (
+from llava.shapesworld import (
     ALL_COLORS,
     CAPTION_PROMPT,
     DETAIL_PROMPT,
@@ -57,8 +57,8 @@ from llava.data.shapesworld import (
     render_scene,
     with_suffix,
 )
-from llava.data.shapesworld.language import CAPTION_INSTRUCTIONS, DETAIL_PROMPTS, TEXT_ONLY_QA
-from llava.data.shapesworld.scene import derive_seed, scene_stream
+from llava.shapesworld.language import CAPTION_INSTRUCTIONS, DETAIL_PROMPTS, TEXT_ONLY_QA
+from llava.shapesworld.scene import derive_seed, scene_stream
 
 RECIPE_VERSION = 1  # bump when a build step changes in a way neither the config nor the generated data captures
 ROLE_SYMBOLS = ("VUSER", "USER", "ASSISTANT")
@@ -169,7 +169,7 @@ def _turns_for(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     Existence questions come from the world's plain stream (`balanced_existence=False`), where the phrase predicts
     the answer ('is there a circle' is always yes). An LM pretrained on that text learns to read the phrase before
     it says yes or no, which stage 2 can turn into looking the phrase up in the image; every foundation whose corpus
-    had the exported, balanced questions left POPE at chance (6 of 6 runs; README, "What we tried").
+    had the exported, balanced questions left POPE at chance (6 of 6 runs; docs/shapesworld.md, "The foundation LM's corpus").
     """
     kind = rng.choices(("qa", "desc_qa", "detail", "caption", "text"), (0.5, 0.3, 0.08, 0.08, 0.04))[0]
     if kind == "text":

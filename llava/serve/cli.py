@@ -7,17 +7,11 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from llava.eval.engine import GenerationSettings
+from llava.inference import flags
+from llava.inference.engine import GenerationSettings
 from llava.mm_utils import ImageLoadError, load_image
-from llava.serve.defaults import (
-    DEFAULT_SQ_K,
-    MAX_SQ_K,
-    add_decoding_args,
-    add_model_args,
-    image_error_message,
-    load_engine_or_exit,
-)
-from llava.serve.session import ChatSession, demo_sq_settings
+from llava.serve.defaults import DEFAULT_SQ_K, MAX_SQ_K, image_error_message
+from llava.serve.session import ChatSession
 
 USER_PROMPT = "USER: "
 ASSISTANT_PROMPT = "ASSISTANT: "
@@ -35,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.serve.cli", description=__doc__)
     parser.add_argument("--image-file", "--image_file", dest="image_file", default=None,
                         help="image to talk about (without one the chat is text-only until /image)")
-    add_model_args(parser)
-    add_decoding_args(parser)
+    flags.add_model_args(parser, flags.CHAT)
+    flags.add_decoding_args(parser, flags.CHAT)
+    flags.add_sq_args(parser, flags.DEMO_QUESTIONS)
     return parser
 
 
@@ -176,11 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImageLoadError as err:
             print(f"error: {image_error_message(err, args.image_file)}", file=sys.stderr)
             return 2
-    engine = load_engine_or_exit(args)
-    settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                                  seed=args.seed)
-    sq = demo_sq_settings(args.sq_max_new_tokens, args.sq_description_max_new_tokens, args.seed)
-    session = ChatSession(engine, image, settings, sq=sq)
+    engine = flags.load_engine_or_exit(args)
+    settings = flags.decoding_from_args(args)
+    session = ChatSession(engine, image, settings, sq=flags.sq_from_args(args, GenerationSettings()))
     return ChatCLI(session, sys.stdin.readline, sys.stdout, echo=not sys.stdin.isatty()).run()
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from llava.eval.engine import GenerationSettings, InferenceEngine
-from llava.eval.self_questioning import SQSettings
+from llava.inference import flags
+from llava.inference.engine import GenerationSettings, InferenceEngine
+from llava.inference.self_questioning import SQSettings
 from llava.mm_utils import ImageLoadError, load_image
 from llava.serve.defaults import (
     DEFAULT_SQ_K,
@@ -22,13 +23,10 @@ from llava.serve.defaults import (
     MAX_SQ_K,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
-    add_decoding_args,
-    add_model_args,
     example_images,
     image_error_message,
-    load_engine_or_exit,
 )
-from llava.serve.session import ChatSession, Exchange, demo_sq_settings
+from llava.serve.session import ChatSession, Exchange
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ class WebDemo:
                  max_bytes: int = MAX_UPLOAD_BYTES):
         self.engine = engine
         self.settings = settings or GenerationSettings(temperature=0.2, top_p=0.7, max_new_tokens=512)
-        self.sq = sq or demo_sq_settings()
+        self.sq = sq or flags.sq_from_defaults()
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
         self.default_mode = next((k for k, v in PROCESS_MODES.items() if v == engine.image_aspect_ratio), "Crop")
@@ -313,8 +311,9 @@ def _bind(handler: Callable[..., Iterator[ChatOutput]], index: int) -> Callable[
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.serve.gradio_web_server", description=__doc__)
-    add_model_args(parser)
-    add_decoding_args(parser, temperature=0.2, top_p=0.7, max_new_tokens=512)
+    flags.add_model_args(parser, flags.CHAT)
+    flags.add_decoding_args(parser, flags.CHAT.replace(top_p=0.7))
+    flags.add_sq_args(parser, flags.DEMO_QUESTIONS)
     g = parser.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the demo to the network)")
     g.add_argument("--port", type=int, default=7860)
@@ -328,11 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    engine = load_engine_or_exit(args)
+    engine = flags.load_engine_or_exit(args)
     app = WebDemo(
-        engine, GenerationSettings(temperature=args.temperature, top_p=args.top_p,
-                                   max_new_tokens=args.max_new_tokens, seed=args.seed),
-        demo_sq_settings(args.sq_max_new_tokens, args.sq_description_max_new_tokens, args.seed),
+        engine, flags.decoding_from_args(args), flags.sq_from_args(args, GenerationSettings()),
         max_pixels=args.max_image_pixels, max_bytes=int(args.max_upload_mb * 2**20),
     )
     demo = build_demo(app)

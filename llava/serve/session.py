@@ -11,20 +11,10 @@ from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
 from llava.conversation import Conversation, get_template
-from llava.eval.engine import GenerationSettings, InferenceEngine, Request
-from llava.eval.self_questioning import SQSettings, ask_questions, describe
+from llava.inference import flags
+from llava.inference.engine import GenerationSettings, InferenceEngine, Request
+from llava.inference.self_questioning import SQSettings, ask_questions, describe
 from llava.mm_utils import ASPECT_RATIOS
-
-
-def demo_sq_settings(question_max_new_tokens: int = 300, description_max_new_tokens: int = 1024,
-                     seed: int | None = None) -> SQSettings:
-    """Question sampling of the reference demo (SPEC 7.2): greedy description, then temperature 1.2, top_k 300,
-    top_p 0.95. `seed=None` gives new questions on every call."""
-    return SQSettings(
-        questions=GenerationSettings(temperature=1.2, top_k=300, top_p=0.95, max_new_tokens=question_max_new_tokens,
-                                     seed=seed),
-        description=GenerationSettings(max_new_tokens=description_max_new_tokens),
-    )
 
 
 @dataclasses.dataclass
@@ -53,7 +43,7 @@ class ChatSession:
         self.conv_mode = conv_mode or engine.conv_mode
         get_template(self.conv_mode)  # unknown names fail here
         self.settings = settings or GenerationSettings()
-        self.sq = sq or demo_sq_settings()
+        self.sq = sq or flags.sq_from_defaults()
         self.image: Image.Image | None = image
         self.image_aspect_ratio = image_aspect_ratio
         self.exchanges: list[Exchange] = []

@@ -100,7 +100,7 @@ def apply(model, plan: StagePlan, model_args, training_args) -> None:
             source = Path(model_args.pretrain_lora)
             source = source if source.is_dir() else source.parent
             _, raw = compat.read_adapter(source)
-            lora._load_adapter_state(model.vision_tower, compat.vit_adapter_from_reference(raw), source)
+            lora.load_adapter_state(model.vision_tower, compat.vit_adapter_from_reference(raw), source)
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("these flags leave no parameter trainable")
 
@@ -279,7 +279,7 @@ def load_trainable(model, plan: StagePlan, checkpoint: str | Path) -> None:
     elif plan.stage is Stage.LORA:
         _copy_into(model, compat.load_non_lora_trainables(ckpt), ckpt, strict=False)
         _, raw = compat.read_adapter(ckpt)
-        lora._load_adapter_state(model.language_model, compat.llm_adapter_state(raw), ckpt)
+        lora.load_adapter_state(model.language_model, compat.llm_adapter_state(raw), ckpt)
     else:
         tensors = compat.read_tensors(compat.weight_files(ckpt))
         state = {compat.from_reference_key(k): v for k, v in tensors.items()}
@@ -287,4 +287,4 @@ def load_trainable(model, plan: StagePlan, checkpoint: str | Path) -> None:
     if plan.vit_lora:
         vit_dir = ckpt / compat.VIT_LORA_DIR
         _, raw = compat.read_adapter(vit_dir)
-        lora._load_adapter_state(model.vision_tower, compat.vit_adapter_from_reference(raw), vit_dir)
+        lora.load_adapter_state(model.vision_tower, compat.vit_adapter_from_reference(raw), vit_dir)

@@ -5,23 +5,24 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, PretrainedConfig
+from transformers import AutoTokenizer, CLIPImageProcessor, PretrainedConfig
 
 from llava.constants import DEFAULT_IMAGE_PATCH_TOKEN
-from llava.model import compat
-from llava.model.builder import load_language_model
-from llava.model.config import config_from_dict, read_config_dict, vision_config_of
-from llava.model.llava_llama import LlavaLlamaForCausalLM
-from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
-from llava.model.multimodal_projector.builder import build_vision_projector
+from llava.data.dataset import DataConfig, make_supervised_data_module
+from llava.data.packing import PackedCollator
+from llava.model.builder import (
+    build_for_training,
+    image_token_count,
+    load_initial_projector,
+    quantization_config,
+    training_config,
+)
+from llava.model.config import CheckpointFormatError
 from llava.train import stage
 from llava.train.arguments import DataArguments, FlagError, ModelArguments, TrainingArguments, parse_args
-from llava.train.dataset import DataConfig, make_supervised_data_module
-from llava.train.packing import PackedCollator
 from llava.train.trainer import LLaVATrainer
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def train(argv: list[str] | None = None, attn_implementation: str | None = None)
 
     # Configs, the stage-1 projector and the data are all checked before any weights load.
     tokenizer = load_tokenizer(model_args, training_args)
-    config = llava_config(model_args, data_args, training_args)
+    config = build_config(model_args, data_args, training_args)
     projector_state = initial_projector(model_args, config)
     image_processor = CLIPImageProcessor.from_pretrained(model_args.vision_tower, cache_dir=training_args.cache_dir)
     data_config = DataConfig(
@@ -99,97 +100,44 @@ def load_tokenizer(model_args: ModelArguments, training_args: TrainingArguments)
     return tokenizer
 
 
-def llava_config(model_args: ModelArguments, data_args: DataArguments,
+def build_config(model_args: ModelArguments, data_args: DataArguments,
                  training_args: TrainingArguments) -> PretrainedConfig:
-    """The LM's config + mm fields; the CLI's projector type wins over a LLaVA checkpoint's own (D15)."""
-    tower_config = CLIPVisionConfig.from_pretrained(model_args.vision_tower, cache_dir=training_args.cache_dir)
-    source = model_args.model_name_or_path
-    if Path(source).is_dir():
-        data = read_config_dict(source)
-    else:
-        data, _ = PretrainedConfig.get_config_dict(source, cache_dir=training_args.cache_dir)
-    data.pop("mm_vision_config", None)
-    data.update(
-        mm_vision_tower=model_args.vision_tower, mm_projector_type=model_args.mm_projector_type,
-        mm_hidden_size=tower_config.hidden_size, mm_vision_config=tower_config.to_dict(),
-        mm_vision_select_layer=model_args.mm_vision_select_layer,
-        mm_vision_select_feature=model_args.mm_vision_select_feature,
-        image_aspect_ratio=data_args.image_aspect_ratio, tune_mm_mlp_adapter=model_args.tune_mm_mlp_adapter,
-        freeze_mm_mlp_adapter=training_args.freeze_mm_mlp_adapter,
+    """The model's config: the LM's, the tower's and every mm flag (recorded in config.json)."""
+    return training_config(
+        model_args.model_name_or_path, model_args.vision_tower, cache_dir=training_args.cache_dir,
+        mm_projector_type=model_args.mm_projector_type, mm_vision_select_layer=model_args.mm_vision_select_layer,
+        mm_vision_select_feature=model_args.mm_vision_select_feature, image_aspect_ratio=data_args.image_aspect_ratio,
+        tune_mm_mlp_adapter=model_args.tune_mm_mlp_adapter, freeze_mm_mlp_adapter=training_args.freeze_mm_mlp_adapter,
         unfreeze_mm_vision_tower=model_args.unfreeze_mm_vision_tower,
         mm_use_im_start_end=model_args.mm_use_im_start_end, mm_use_im_patch_token=model_args.mm_use_im_patch_token,
         mm_projector_lr=training_args.mm_projector_lr, vision_tower_lr=training_args.vision_tower_lr,
         mm_cluster_centers=model_args.mm_cluster_centers, mm_cluster_iters=model_args.mm_cluster_iters,
         num_latents=model_args.num_latents, tokenizer_model_max_length=training_args.model_max_length,
-        use_cache=False,
     )
-    return config_from_dict(data)
 
 
 def initial_projector(model_args: ModelArguments, config: PretrainedConfig) -> dict | None:
-    """--pretrain_mm_mlp_adapter's tensors, checked strictly against the chosen projector type before the LM loads."""
-    path = model_args.pretrain_mm_mlp_adapter
-    if not path:
+    """--pretrain_mm_mlp_adapter's tensors, checked against --mm_projector_type before the LM loads."""
+    if not model_args.pretrain_mm_mlp_adapter:
         return None
-    state = compat.load_projector(path)
-    with torch.device("meta"):
-        probe = build_vision_projector(config)
-    expected = {k: v.shape for k, v in probe.state_dict().items()}
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v)}" for k, v in expected.items() if k in state and state[k].shape != v]
-    if missing or unexpected or wrong:
-        config_file = (Path(path) if Path(path).is_dir() else Path(path).parent) / "config.json"
-        written_for = read_config_dict(config_file).get("mm_projector_type") if config_file.is_file() else None
-        hint = f" (written for mm_projector_type {written_for!r})" if written_for else ""
-        raise FlagError(
-            f"--pretrain_mm_mlp_adapter {path}{hint} does not fit --mm_projector_type "
-            f"{model_args.mm_projector_type!r}: missing {missing[:6]}, unexpected {unexpected[:6]}, "
-            f"wrong shapes {wrong[:4]}"
-        )
-    return state
-
-
-def quantization_config(training_args: TrainingArguments, dtype: torch.dtype):
-    if training_args.bits not in (4, 8):
-        return None
-    return transformers.BitsAndBytesConfig(
-        load_in_4bit=training_args.bits == 4, load_in_8bit=training_args.bits == 8,
-        bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=training_args.double_quant,
-        bnb_4bit_quant_type=training_args.quant_type,
-    )
-
-
-def image_token_count(config: PretrainedConfig) -> int:
-    """Embeddings one image occupies in the LM sequence, from the configs alone (no weights)."""
-    vision = vision_config_of(config)
-    patches = (vision.image_size // vision.patch_size) ** 2
-    with torch.device("meta"):
-        projector = build_vision_projector(config)
-    return int(projector.num_output_tokens(patches + (config.mm_vision_select_feature == "cls_patch")))
+    try:
+        return load_initial_projector(model_args.pretrain_mm_mlp_adapter, config)
+    except CheckpointFormatError as err:
+        raise FlagError(f"--pretrain_mm_mlp_adapter {err}") from None
 
 
 def build_model(model_args: ModelArguments, training_args: TrainingArguments, config: PretrainedConfig, tokenizer,
-                projector_state: dict | None) -> LlavaLlamaForCausalLM:
-    """LM (optionally quantised) + CLIP tower + projector (optionally stage 1's), composed."""
+                projector_state: dict | None):
+    """The model factory with this run's dtype, attention, quantization and loss chunking."""
     dtype = torch_dtype(training_args)
-    tower = CLIPVisionTower.from_pretrained(model_args.vision_tower, model_args.mm_vision_select_layer,
-                                            model_args.mm_vision_select_feature, dtype=dtype)
-    quantization = quantization_config(training_args, dtype)
+    quantization = quantization_config(training_args.bits, dtype, training_args.double_quant, training_args.quant_type)
     # bitsandbytes places quantised weights at load time: on this process's GPU (CPU stays the default).
     device_map = {"": training_args.device} if quantization is not None and not training_args.use_cpu else None
-    language_model = load_language_model(model_args.model_name_or_path, config, dtype,
-                                         model_args.attn_implementation, quantization, device_map)
-    if len(tokenizer) > language_model.get_input_embeddings().weight.shape[0]:
-        language_model.resize_token_embeddings(len(tokenizer))
-    model = LlavaLlamaForCausalLM(config, language_model=language_model, vision_tower=tower,
-                                  chunked_loss_size=training_args.chunked_loss_size)
-    model.mm_projector.to(dtype)
-    if projector_state is not None:
-        model.mm_projector.load_state_dict(projector_state, strict=True)
-    if model.num_image_tokens != image_token_count(config):
-        raise RuntimeError(f"the model splices {model.num_image_tokens} tokens per image, the data pipeline "
-                           f"{image_token_count(config)}")
-    return model
+    return build_for_training(
+        config, model_args.model_name_or_path, vocab_size=len(tokenizer), dtype=dtype,
+        attn_implementation=model_args.attn_implementation, quantization=quantization, device_map=device_map,
+        projector_state=projector_state, chunked_loss_size=training_args.chunked_loss_size,
+    )
 
 
 def enable_activation_checkpointing(model, training_args: TrainingArguments) -> None:

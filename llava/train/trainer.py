@@ -1,23 +1,41 @@
-"""LLaVATrainer: HF Trainer with the stage's optimizer groups, modality sampler, stage-file checkpoints and resume."""
+"""LLaVATrainer: HF Trainer with the stage's optimizer groups, modality sampler, stage-file checkpoints and resume.
+
+transformers offers no public hook for four things this trainer must do, so it overrides four private Trainer
+methods, checked against transformers 5.25 (pinned by tests/test_trainer_hooks.py, which fails when a release
+renames them or stops calling them): `_get_train_sampler` (the modality-grouped sampler),
+`_save_optimizer_and_scheduler` and `_prepare_for_training` (DeepSpeed checkpoints without the frozen weights:
+the Trainer only drops them when the top-level model is a PeftModel, and ours composes PEFT modules inside), and
+`_load_from_checkpoint` (resume from the stage's own file set instead of whole-model weights).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer import SCHEDULER_NAME, TRAINING_ARGS_NAME
 
 from llava.train import stage
-from llava.train.dataset import SetEpochCallback
 from llava.train.sampler import ModalityLengthGroupedSampler
 
 logger = logging.getLogger(__name__)
 
 BAD_SAMPLE_SUMMARY = "bad_samples_summary.json"
+
+
+class SetEpochCallback(TrainerCallback):
+    """Tell the dataset the epoch at each epoch start (accelerate forwards `set_epoch` to the sampler only)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(math.floor((state.epoch or 0.0) + 1e-6))
 
 
 class LLaVATrainer(Trainer):

@@ -251,7 +251,7 @@ def engine_benches(ctx: Context, model: nn.Module) -> list[dict]:
     """The project's InferenceEngine end to end: PIL images -> preprocessing -> prompts -> generate -> text."""
     from PIL import Image
 
-    from llava.eval.engine import GenerationSettings, InferenceEngine
+    from llava.inference.engine import GenerationSettings, InferenceEngine
 
     preset, rows = ctx.preset, []
     model.eval()

@@ -211,7 +211,7 @@ def varlen_lengths(preset: Preset, seed: int = 0) -> list[int]:
 
 def padded_batch(preset: Preset, items: list[dict]) -> dict[str, torch.Tensor]:
     """Right-padded batch through the training collator (image sentinels expanded, attention mask)."""
-    from llava.train.collator import DataCollatorForSupervisedDataset
+    from llava.data.collator import DataCollatorForSupervisedDataset
 
     collate = DataCollatorForSupervisedDataset(num_image_tokens=preset.image_tokens, model_max_length=None,
                                                pad_token_id=0)
@@ -219,7 +219,7 @@ def padded_batch(preset: Preset, items: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def packed_batch(preset: Preset, items: list[dict], row_tokens: int | None) -> dict[str, torch.Tensor]:
-    from llava.train.packing import PackedCollator
+    from llava.data.packing import PackedCollator
 
     collate = PackedCollator(num_image_tokens=preset.image_tokens, model_max_length=None, pad_token_id=0,
                              max_row_tokens=row_tokens)

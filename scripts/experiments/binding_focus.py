@@ -1,7 +1,7 @@
 """Experiment: a focused short-answer fine-tune of a merged tiny model, tracking whether it learns binding.
 
 Binding is what the VQA existence set tests ("is there a red circle?" beside a red square and a blue circle). The
-quickstart's model does not learn it within its 15-minute budget (README, "What is not learned is binding"). This
+quickstart's model does not learn it within its 15-minute budget (docs/shapesworld.md, "Binding"). This
 script continues training a merged checkpoint on freshly drawn one-question samples (balanced existence questions,
 POPE-style probes and, optionally, the other short-answer types), with the loss on the answer tokens only, and
 prints held-out accuracy every `--eval-every` steps:
@@ -26,12 +26,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from llava.data.shapesworld.language import existence_probe, make_question, with_suffix
-from llava.data.shapesworld.render import render_scene
-from llava.data.shapesworld.scene import WorldConfig, scene_stream
+from llava.data.collator import DataCollatorForSupervisedDataset
+from llava.data.reader import read_records
 from llava.data.tokenization import tokenize_conversation
-from llava.eval.engine import InferenceEngine
-from llava.train.collator import DataCollatorForSupervisedDataset
+from llava.inference.engine import InferenceEngine
+from llava.shapesworld.language import existence_probe, make_question, with_suffix
+from llava.shapesworld.render import render_scene
+from llava.shapesworld.scene import WorldConfig, scene_stream
 
 Sample = tuple[Image.Image, str, str]  # image, question with the short-answer suffix, answer
 OTHER_TYPES = ("color", "shape", "count", "position", "size")
@@ -62,9 +63,8 @@ def held_out(world: WorldConfig, stream: str, n: int, probe: float) -> list[Samp
 
 def export_existence(data: Path) -> list[Sample]:
     """The export's VQA existence questions (the benchmark's rows), with their images."""
-    rows = [json.loads(line) for line in open(data / "eval/vqa/questions.jsonl")]
-    answers = {row["question_id"]: row["answer"]
-               for row in map(json.loads, open(data / "eval/vqa/answers.jsonl"))}
+    rows = read_records(data / "eval/vqa/questions.jsonl", what="question")
+    answers = {row["question_id"]: row["answer"] for row in read_records(data / "eval/vqa/answers.jsonl")}
     return [(Image.open(data / "images" / r["image"]).convert("RGB"), r["text"], answers[r["question_id"]])
             for r in rows if r["category"] == "existence"]
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rng, scenes = random.Random(args.seed), scene_stream(args.seed, "focus-train", world)
     n_replay = round(args.batch * args.replay)
     if n_replay:
-        from llava.train.dataset import DataConfig, make_supervised_data_module
+        from llava.data.dataset import DataConfig, make_supervised_data_module
 
         replay = make_supervised_data_module(
             DataConfig(data_path=str(args.data / "instruct.json"), image_folder=str(args.data / "images"),

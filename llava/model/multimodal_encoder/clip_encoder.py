@@ -59,7 +59,7 @@ class CLIPVisionTower(nn.Module):
 
     @property
     def num_output_tokens(self) -> int:
-        return self.num_patches + (1 if self.select_feature == "cls_patch" else 0)
+        return count_output_tokens(self.config, self.select_feature)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -74,3 +74,8 @@ class CLIPVisionTower(nn.Module):
         out = self.vision_tower(pixel_values.to(device=self.device, dtype=self.dtype), output_hidden_states=True)
         features = out.hidden_states[self.select_layer]
         return features[:, 1:] if self.select_feature == "patch" else features
+
+
+def count_output_tokens(vision_config, select_feature: str) -> int:
+    """Features the tower hands to the projector per image: its patches, plus CLS for `cls_patch`."""
+    return (vision_config.image_size // vision_config.patch_size) ** 2 + (1 if select_feature == "cls_patch" else 0)

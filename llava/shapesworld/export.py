@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from llava.data.reader import read_records
+
 from .grammar import QTYPES
 from .language import (
     CAPTION_INSTRUCTIONS,
@@ -42,10 +44,10 @@ MMBENCH_QTYPES = ("color", "shape", "count", "position")
 # MMBench / A-OKVQA prompt format, as in LLaVA-1.5's instruction mix (without them nothing answers with a letter).
 # QA-heavy on purpose: the loss is a mean over answer tokens, and one description holds as many of them as a dozen
 # short answers. With 0.51 QA / 0.24 description+QA the yes/no tokens of existence probes were ~2% of the targets
-# and the tiny model never learned to look objects up (POPE at chance, README "What we tried").
+# and the tiny model never learned to look objects up (POPE at chance; docs/shapesworld.md, "What we tried").
 INSTRUCT_KINDS = (("qa", 0.80), ("desc_qa", 0.10), ("mc", 0.04), ("detail", 0.03), ("caption", 0.03))
-# named mixes for --instruct-mix; "description-heavy" is the earlier default (the README's ablation table and the
-# 500-step ci quickstart, where it teaches reading attributes fastest)
+# named mixes for --instruct-mix; "description-heavy" is the earlier default (docs/shapesworld.md, "Instruction
+# mixes"; the 500-step ci quickstart uses it, as it teaches reading attributes fastest)
 INSTRUCT_MIXES = {
     "qa-heavy": INSTRUCT_KINDS,
     "description-heavy": (("qa", 0.51), ("desc_qa", 0.24), ("mc", 0.07), ("detail", 0.09), ("caption", 0.09)),
@@ -353,6 +355,5 @@ def export(out: str | Path, seed: int = 0, n_pretrain: int = 1000, n_instruct: i
 
 def load_scenes(path: str | Path) -> dict[str, Scene]:
     """`scenes.jsonl` -> {image file name: Scene} (for judging questions asked about exported images)."""
-    with open(path) as f:
-        return {r["image"]: Scene.from_dict(r["scene"]) for r in map(json.loads, f)}
+    return {r["image"]: Scene.from_dict(r["scene"]) for r in read_records(path, what="scene")}
 

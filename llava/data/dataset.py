@@ -6,25 +6,22 @@ import dataclasses
 import gc
 import json
 import logging
-import math
 import os
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import TemplateError, get_template
+from llava.data.augment import TrainAugment, augment_rng
+from llava.data.bad_samples import BadSampleLog, current_rank, format_counts, format_entry
+from llava.data.collator import DataCollatorForSupervisedDataset
+from llava.data.reader import iter_records
 from llava.data.records import BadRecordError, build_conversation, normalize_conversations
 from llava.data.tokenization import preprocess_record, truncate_sample
 from llava.mm_utils import ASPECT_RATIOS, MAX_IMAGE_PIXELS, ImageLoadError, load_image, process_images
-from llava.train.augment import TrainAugment, augment_rng
-from llava.train.bad_samples import BadSampleLog, current_rank, format_counts, format_entry
-from llava.train.collator import DataCollatorForSupervisedDataset
 
 logger = logging.getLogger(__name__)
 
@@ -75,37 +72,7 @@ class DataConfig:
         return files
 
 
-# ---------------------------------------------------------------------------- reading data files
-def iter_data_file(path: str) -> Iterator[tuple[int, object]]:
-    """(position in file, record) for a JSON list or JSONL file; an unparsable JSONL line yields a
-    BadRecordError("malformed") naming its line. A broken JSON list raises ValueError with file:line:col."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc})") from exc
-    head = text.lstrip()[:1]
-    if path.endswith(".jsonl") or head == "{":
-        position = 0
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                yield position, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield position, BadRecordError("malformed", f"{path}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}")
-            position += 1
-        return
-    if not head:
-        return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of records (or JSONL), got a {type(data).__name__}")
-    yield from enumerate(data)
-
-
+# ---------------------------------------------------------------------------- records
 def _image_field(record: object) -> str | None:
     """The record's image path, None for text-only; raises BadRecordError("malformed") for other values."""
     if not isinstance(record, dict) or record.get("image") is None:
@@ -178,7 +145,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         fits: dict[tuple, str | None] = {}  # template fit by conversation shape (see _check_record)
         index = 0
         for path in self.files:
-            for position, record in iter_data_file(path):
+            for position, record in iter_records(path):
                 record_id = record.get("id") if isinstance(record, dict) else None
                 try:
                     if isinstance(record, BadRecordError):
@@ -341,16 +308,6 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
             raise BadRecordError(kind, f"{reason} (file {path})", record_id=record.get("id"), index=index) from exc
         self.bad_samples.record(index=index, record_id=record.get("id"), image=record.get("image"), kind=kind,
                                 reason=reason, file=path, stage="load", epoch=self.epoch)
-
-
-class SetEpochCallback(TrainerCallback):
-    """Tell the dataset the epoch at each epoch start (accelerate forwards `set_epoch` to the sampler only)."""
-
-    def __init__(self, dataset: LazySupervisedDataset):
-        self.dataset = dataset
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.dataset.set_epoch(math.floor((state.epoch or 0.0) + 1e-6))
 
 
 def make_supervised_data_module(config: DataConfig, tokenizer, image_processor) -> dict:

@@ -8,6 +8,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from llava.data.reader import iter_records
+
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "bad_samples.jsonl"
@@ -104,15 +106,8 @@ class BadSampleLog:
         if self.path is None or not self.path.is_file():
             return []
         out: dict[int, dict] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a crash; the rest is still valid
-                    continue
+        for _, entry in iter_records(self.path):
+            if isinstance(entry, dict):  # a line cut by a crash is skipped; the rest is still valid
                 out.setdefault(int(entry["index"]), entry)
         return list(out.values())
 

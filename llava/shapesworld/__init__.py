@@ -2,7 +2,7 @@
 
 Images hold 1-4 coloured shapes on a 3x3 grid; a closed grammar yields questions with exact answers,
 captions and descriptions; `judge` scores free-form generated questions against a scene; `export` writes
-LLaVA-format training data and benchmark-format eval sets (`python -m llava.data.shapesworld --help`).
+LLaVA-format training data and benchmark-format eval sets (`python -m llava.shapesworld --help`).
 """
 
 from .grammar import QTYPES, SHORT_ANSWER_SUFFIX, GrammarError, Query, Ref, answer, grounded, normalize, parse

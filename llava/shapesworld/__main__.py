@@ -1,4 +1,4 @@
-"""CLI: `python -m llava.data.shapesworld --out DIR ...` writes training data and eval sets for one seed."""
+"""CLI: `python -m llava.shapesworld --out DIR ...` writes training data and eval sets for one seed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .scene import ALL_SHAPES, DEFAULT_SHAPES, WorldConfig
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m llava.data.shapesworld", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m llava.shapesworld", description=__doc__)
     p.add_argument("--out", required=True, help="output folder (images/, *.json, eval/...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-pretrain", type=int, default=1000, help="stage-1 caption records (one image each)")

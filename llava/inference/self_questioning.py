@@ -10,7 +10,7 @@ from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
 from llava.conversation import Conversation, get_template
-from llava.eval.engine import GenerationSettings, InferenceEngine, Request
+from llava.inference.engine import GenerationSettings, InferenceEngine, Request
 
 DESCRIBE_PROMPT = "Can you describe the image in detail?"
 SQ_CONV_MODE = "v1_sq"
