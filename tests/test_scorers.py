@@ -522,3 +522,25 @@ def test_mmbench_choice():
     assert mmbench_choice("blue", options) == "B" and mmbench_choice("It is in the top left.", options) == "C"
     assert mmbench_choice("A large object", options) is None  # an article, not the letter A
     assert mmbench_choice("red or blue", options) is None
+
+
+def test_mmbench_scorer_cli(tmp_path, capsys):
+    from llava.eval import eval_mmbench
+
+    tsv = tmp_path / "dev.tsv"
+    header = ["index", "question", "A", "B", "C", "D", "answer", "category"]
+    rows = [["0", "Colour?", "red", "blue", "", "", "A", "color"], ["1", "Shape?", "circle", "square", "star", "", "C",
+            "shape"], ["2", "Count?", "1", "2", "3", "4", "B", "count"]]
+    tsv.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("\n".join(json.dumps(r) for r in [
+        {"question_id": 0, "round_id": 0, "text": "A"}, {"question_id": 0, "round_id": 1, "text": "B"},
+        {"question_id": "1", "text": "It is a star."}, {"question_id": 2, "text": "", "error": "unreadable image"},
+    ]) + "\n")
+    out = tmp_path / "scores.json"
+    scores = eval_mmbench.main(["--question-file", str(tsv), "--result-file", str(answers), "--output-file", str(out)])
+    assert scores["accuracy"] == pytest.approx(2 / 3) and scores["n"] == 3
+    assert scores["per_category"] == {"color": 1.0, "count": 0.0, "shape": 1.0}
+    assert scores["letter_rate"] == pytest.approx(1 / 3) and scores["matched_rate"] == pytest.approx(2 / 3)
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(2 / 3)
+    assert "accuracy 0.6667 on 3 questions" in capsys.readouterr().out
