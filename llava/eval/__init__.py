@@ -1,1 +1,1 @@
-"""Benchmark inference entry points, answer-file converters and scorers (`python -m llava.eval.<module>`)."""
+"""Benchmark entry points (`python -m llava.eval.<module>`), answer files (read + write), scorers and converters."""
