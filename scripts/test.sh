@@ -4,7 +4,7 @@
 #   bash scripts/test.sh -k masks   # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup.sh
+EXTRAS=${EXTRAS:-train,eval,serve,test} bash scripts/setup.sh
 # The web demo's browser test drives Debian's Chromium through Playwright (no `playwright install`).
 if [ ! -x /usr/bin/chromium ] && [ -z "${LLAVA_SKIP_BROWSER:-}" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

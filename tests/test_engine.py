@@ -55,6 +55,15 @@ def engine(checkpoint) -> InferenceEngine:
     return InferenceEngine.from_pretrained(checkpoint, device="cpu")
 
 
+def test_loading_announces_the_attention(checkpoint, capfd):
+    """One stderr line names the kernel and why (on CPU: SDPA, since FlashAttention-2 needs a CUDA GPU)."""
+    capfd.readouterr()
+    engine = InferenceEngine.from_pretrained(checkpoint, device="cpu")
+    err = capfd.readouterr().err
+    assert "[llava] attention: sdpa (auto: FlashAttention-2 is not used because the device is cpu" in err
+    assert engine.model.language_model.config._attn_implementation == "sdpa"
+
+
 def _image(i: int) -> Image.Image:
     g = torch.Generator().manual_seed(i)
     pixels = (torch.rand(20 + 3 * i, 28 + 5 * (i % 4), 3, generator=g) * 255).to(torch.uint8).numpy()

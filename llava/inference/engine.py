@@ -150,12 +150,16 @@ class InferenceEngine:
         dtype: str | torch.dtype | None = None,
         conv_mode: str | None = None,
         image_aspect_ratio: str | None = None,
-        attn_implementation: str = "sdpa",
+        attn_implementation: str = "auto",
     ) -> InferenceEngine:
-        """Load any supported checkpoint format with `load_pretrained_model` and wrap it."""
+        """Load any supported checkpoint format with `load_pretrained_model` and wrap it; `auto` attention is
+        FlashAttention-2 where it runs on `device`, else SDPA (one line on stderr says which and why)."""
+        from llava.model.attention import announce, resolve_attention
         from llava.model.builder import load_pretrained_model
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        attn_implementation, why = resolve_attention(attn_implementation, device)
+        announce(attn_implementation, why)
         tokenizer, model, processor, context_len = load_pretrained_model(
             model_path, model_base, load_4bit=load_4bit, load_8bit=load_8bit, device=device, dtype=dtype,
             attn_implementation=attn_implementation, lora_pretrain=lora_pretrain,

@@ -17,6 +17,7 @@ from pathlib import Path
 from llava.inference.engine import GenerationSettings, InferenceEngine
 from llava.inference.self_questioning import SQ_CONV_MODE, SQSettings
 from llava.mm_utils import ASPECT_RATIOS
+from llava.model.attention import ATTN_IMPLEMENTATIONS
 
 # The full merged model that `bash scripts/quickstart.sh` writes; the chat's model when no --model-path is given.
 QUICKSTART_CHECKPOINT = Path("checkpoints") / "sqllava-tiny"
@@ -87,6 +88,9 @@ def add_model_args(parser: argparse.ArgumentParser, defaults: Defaults = BENCHMA
     g.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     g.add_argument("--dtype", default=None, choices=("auto", "fp16", "bf16", "fp32"),
                    help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
+    g.add_argument("--attn-implementation", "--attn_implementation", dest="attn_implementation", default="auto",
+                   choices=ATTN_IMPLEMENTATIONS,
+                   help="auto: FlashAttention-2 where it imports and runs on the GPU, else SDPA (printed at load)")
     quant = g.add_mutually_exclusive_group()
     quant.add_argument("--load-4bit", "--load_4bit", dest="load_4bit", action="store_true")
     quant.add_argument("--load-8bit", "--load_8bit", dest="load_8bit", action="store_true")
@@ -191,6 +195,7 @@ def load_engine(args: argparse.Namespace) -> InferenceEngine:
         resolve_model_path(args.model_path), args.model_base, lora_pretrain=args.lora_pretrain,
         load_4bit=args.load_4bit, load_8bit=args.load_8bit, device=args.device, dtype=args.dtype,
         conv_mode=args.conv_mode, image_aspect_ratio=args.image_aspect_ratio,
+        attn_implementation=getattr(args, "attn_implementation", "auto"),
     )
 
 
