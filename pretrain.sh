@@ -5,24 +5,28 @@
 #
 # Every setting is an environment variable; extra flags are passed through ("$@"; the last copy of a flag wins):
 #   MODEL VISION_TOWER DATA_PATH IMAGE_FOLDER OUTPUT_DIR    what to train on and where to write
-#   NUM_GPUS (per node) NNODES PER_DEVICE_BATCH GLOBAL_BATCH
-#       gradient accumulation = GLOBAL_BATCH / (NUM_GPUS * NNODES * PER_DEVICE_BATCH), so the global batch
-#       stays 256 whatever the GPU count (e.g. 8 GPUs x 16 -> accumulation 2; 16 GPUs x 16 -> 1)
+#   VIT_LORA=0  no ViT LoRA (default 1: r64/a128 trained with the projector)
+#   NUM_GPUS (per node; default: the GPUs visible here) NNODES PER_DEVICE_BATCH GLOBAL_BATCH
+#       gradient accumulation = GLOBAL_BATCH / (NNODES * NUM_GPUS * PER_DEVICE_BATCH), so the global batch stays
+#       256 on any cluster (8 GPUs x 16 -> accumulation 2; 2 nodes x 8 -> 1); where GPUs x PER_DEVICE_BATCH
+#       exceed it, the per-device batch shrinks (with a line saying so)
 #   DS_CONFIG   scripts/zero2.json (default), scripts/zero3.json, scripts/zero3_offload.json, or "none"
-#   REPORT_TO NUM_WORKERS SAVE_STEPS PYTHON LAUNCHER (torchrun | deepspeed)
+#   SAVE_STEPS (default 500) SAVE_TOTAL_LIMIT (2)  a checkpoint every SAVE_STEPS steps, the newest complete ones kept
+#   RESUME=1 (default) continue from the newest complete checkpoint in OUTPUT_DIR if any; RESUME=0 start over
+#   REPORT_TO NUM_WORKERS PYTHON LAUNCHER (torchrun | deepspeed)
 #   DEVICE=cpu  CPU mode: --use_cpu, fp32 (no bf16/tf32), DS_ACCELERATOR=cpu, torchrun with NUM_GPUS
 #               processes (default 1), sdpa attention, no dataloader workers; the very same flags otherwise
-#   DRY_RUN=1   print the command instead of running it
+#   DRY_RUN=1   print the command (and the nodes / processes / batch line) instead of running it
 #
 # The tiny CPU setup (random tiny models from llava/model/tiny.py), e.g.:
 #   DEVICE=cpu NUM_GPUS=2 PER_DEVICE_BATCH=4 GLOBAL_BATCH=8 MODEL=checkpoints/tiny/lm \
 #     VISION_TOWER=checkpoints/tiny/tower DATA_PATH=... IMAGE_FOLDER=... bash pretrain.sh --mm_cluster_centers 2
 #
-# Multi-node:
-#   torchrun (default): run this script on every node with NNODES, NODE_RANK (0..NNODES-1), MASTER_ADDR and
-#     MASTER_PORT set the same everywhere, e.g. NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 bash pretrain.sh
-#   deepspeed launcher: LAUNCHER=deepspeed HOSTFILE=./hostfile bash pretrain.sh (on the first node only); each
-#     hostfile line reads "worker-1 slots=8"; it needs passwordless ssh and the same paths on every node.
+# Multi-node (see README, "Training on a cluster"):
+#   SLURM: sbatch --nodes=2 scripts/slurm/pretrain.sbatch  (srun starts this script on every node; torchrun rendezvous)
+#   torchrun by hand: on every node NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's address> bash pretrain.sh
+#   deepspeed launcher: LAUNCHER=deepspeed HOSTFILE=./hostfile bash pretrain.sh (first node only); the hostfile's
+#     lines ("worker-1 slots=8") give the node and GPU counts; it needs passwordless ssh and the same paths everywhere.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -31,14 +35,13 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 : "${DATA_PATH:=./playground/data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json}"
 : "${IMAGE_FOLDER:=./playground/data/LLaVA-Pretrain/images}"
 : "${OUTPUT_DIR:=./checkpoints/sqllava-vicuna-7b-pretrain}"
+VIT_LORA=${VIT_LORA-1}  # 0 (or empty): align the projector alone, no ViT LoRA
 : "${DEVICE:=gpu}"
-if [[ $DEVICE == cpu ]]; then : "${NUM_GPUS:=1}"; else : "${NUM_GPUS:=8}"; fi
-: "${NNODES:=1}"
 : "${PER_DEVICE_BATCH:=16}"
 : "${GLOBAL_BATCH:=256}"
 : "${DS_CONFIG:=$HERE/scripts/zero2.json}"
 : "${REPORT_TO:=none}"
-: "${SAVE_STEPS:=24000}"
+: "${SAVE_STEPS:=500}"  # ~40 min of 8 x A100 (LLaVA-1.5 reports ~3 h for this stage at 7B)
 : "${PYTHON:=python}"
 
 EXTRA_ARGS=("$@")
@@ -53,18 +56,13 @@ ARGS=(
   --vision_tower "$VISION_TOWER"
   --mm_projector_type cluster
   --tune_mm_mlp_adapter True
-  --vit_lora_enable True --lora_r_vit 64 --lora_alpha_vit 128
-  --vision_tower_lr 2e-4
   --mm_vision_select_layer -2
   --mm_vision_select_feature patch
   --mm_use_im_start_end False
   --mm_use_im_patch_token False
   --output_dir "$OUTPUT_DIR"
   --num_train_epochs 1
-  --per_device_train_batch_size "$PER_DEVICE_BATCH"
-  --gradient_accumulation_steps "$GRAD_ACCUM"
   --eval_strategy no
-  --save_strategy steps --save_steps "$SAVE_STEPS" --save_total_limit 1
   --learning_rate 1e-3
   --weight_decay 0.
   --warmup_ratio 0.03
@@ -75,5 +73,10 @@ ARGS=(
   --lazy_preprocess True
   --report_to "$REPORT_TO"
 )
+
+case $VIT_LORA in
+  ""|0|false|False) ARGS+=(--vit_lora_enable False) ;;
+  *) ARGS+=(--vit_lora_enable True --lora_r_vit 64 --lora_alpha_vit 128 --vision_tower_lr 2e-4) ;;
+esac
 
 launch_training "${ARGS[@]}"

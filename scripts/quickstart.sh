@@ -110,7 +110,7 @@ if [[ -n ${REUSE_TRAINING:-} && -f $OUT/stage2/adapter_config.json ]]; then
   echo "[quickstart] reusing $OUT/stage1 and $OUT/stage2"
 else
 phase_start stage1
-DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TOWER \
+DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none RESUME=0 MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TOWER \
   DATA_PATH=$DATA/pretrain.json IMAGE_FOLDER=$DATA/images OUTPUT_DIR=$OUT/stage1 \
   PER_DEVICE_BATCH=$BATCH1 GLOBAL_BATCH=$BATCH1 MASTER_PORT=$((29500 + RANDOM % 1000)) \
   bash pretrain.sh "${COMMON[@]}" --max_steps "$STEPS1" --learning_rate "$LR1" > "$OUT/stage1.log" 2>&1 \
@@ -118,7 +118,7 @@ DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TO
 phase_end
 
 phase_start stage2
-DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TOWER \
+DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none RESUME=0 MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TOWER \
   DATA_PATH=$DATA/instruct.json IMAGE_FOLDER=$DATA/images OUTPUT_DIR=$OUT/stage2 \
   PRETRAIN_DIR=$OUT/stage1 PROJECTOR=$OUT/stage1/mm_projector.bin VIT_LORA=$OUT/stage1/Vit-lora \
   PER_DEVICE_BATCH=$BATCH2 GLOBAL_BATCH=$BATCH2 MASTER_PORT=$((29500 + RANDOM % 1000)) \
