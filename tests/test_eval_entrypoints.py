@@ -130,6 +130,10 @@ def test_chunks_merge_to_the_unsharded_run(checkpoint, data, tmp_path):
         model_vqa_loader.main(_args(checkpoint, data, "questions.jsonl", part, "--num-chunks", "2", "--chunk-idx", str(k)))
         merged += part.read_text()
     assert merged == full.read_text()
+    # more chunks than questions: the empty chunk still writes its (empty) file, so the eval scripts can merge
+    empty = tmp_path / "chunk12.jsonl"
+    model_vqa_loader.main(_args(checkpoint, data, "questions.jsonl", empty, "--num-chunks", "13", "--chunk-idx", "12"))
+    assert empty.is_file() and empty.read_text() == ""
 
 
 def test_interrupted_run_resumes_to_the_same_file(checkpoint, data, tmp_path):

@@ -185,6 +185,7 @@ def run_jobs(
         pending = pending[: max(args.limit, 0)]
     if not pending:
         print(f"{args.answers_file}: all {len(jobs)} questions of this chunk are answered", file=sys.stderr)
+        writer.path.touch()  # an empty chunk (more chunks than questions) still leaves its file for the merge
         writer.close()
         return writer
     engine = engine or load_engine(args)
