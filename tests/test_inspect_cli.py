@@ -62,6 +62,11 @@ def test_jsonl_output_and_image_folder(data_file, tokenizer_dir_legacy, tmp_path
                   "--version", "v1", "--jsonl", str(out_path), "--image-folder", str(images), "--max-records", "2").stdout
     assert "[missing_image]" in out and "img-1" in out and "broken-7" not in out
     assert "--- 2 records: 1 ok, 1 bad (missing_image: 1)" in out
+    # Training's image table, and its verdict: the only image record has no file.
+    assert f"image check under --image-folder {images}: 1 image records, 0 found, 1 missing (100.0%)" in out
+    assert f"missing: id='img-1' (index 0): {images / 'cat.jpg'}" in out
+    assert "!! training would stop here: 1 of 1 image records have no image file" in out
+    assert "--max-missing-images 1.0" in out
     (images / "cat.jpg").write_bytes(b"not really a jpeg")
     run_cli("--data-path", str(data_file), "--model-name-or-path", str(tokenizer_dir_legacy),
             "--version", "v1", "--jsonl", str(out_path), "--image-folder", str(images))

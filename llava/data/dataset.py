@@ -8,7 +8,6 @@ import json
 import logging
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -18,8 +17,9 @@ from llava.conversation import TemplateError, get_template
 from llava.data.augment import TrainAugment, augment_rng
 from llava.data.bad_samples import BadSampleLog, current_rank, format_counts, format_entry
 from llava.data.collator import DataCollatorForSupervisedDataset
+from llava.data.image_check import DEFAULT_MAX_MISSING, ImageCheck, existing_files
 from llava.data.reader import iter_records
-from llava.data.records import BadRecordError, build_conversation, normalize_conversations
+from llava.data.records import BadRecordError, build_conversation, describe_record, normalize_conversations
 from llava.data.tokenization import preprocess_record, truncate_sample
 from llava.mm_utils import ASPECT_RATIOS, MAX_IMAGE_PIXELS, ImageLoadError, load_image, process_images
 
@@ -48,6 +48,7 @@ class DataConfig:
     mm_use_im_start_end: bool = False
     report_dir: str | None = None  # where bad_samples.jsonl goes (the output_dir)
     max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused (decompression bombs)
+    max_missing_images: float = DEFAULT_MAX_MISSING  # image_check's stop rules; 1.0 never stops
 
     def validate(self) -> None:
         get_template(self.template)  # KeyError naming the valid templates
@@ -57,6 +58,8 @@ class DataConfig:
             raise ValueError(f"bad_sample_policy must be one of {BAD_SAMPLE_POLICIES}, got {self.bad_sample_policy!r}")
         if not 0.0 <= self.sq_r <= 1.0:
             raise ValueError(f"sq_r must lie in [0, 1], got {self.sq_r}")
+        if not 0.0 <= self.max_missing_images <= 1.0:
+            raise ValueError(f"max_missing_images must lie in [0, 1], got {self.max_missing_images}")
         if self.sq_r > 0 and get_template(self.template).vuser_role is None:
             raise ValueError(f"sq_r={self.sq_r} needs a template with a VUSER role (v1_sq), not {self.template!r}")
         if self.model_max_length < 1 or self.num_image_tokens < 1:
@@ -73,7 +76,7 @@ class DataConfig:
 
 
 # ---------------------------------------------------------------------------- records
-def _image_field(record: object) -> str | None:
+def image_field(record: object) -> str | None:
     """The record's image path, None for text-only; raises BadRecordError("malformed") for other values."""
     if not isinstance(record, dict) or record.get("image") is None:
         return None
@@ -109,10 +112,11 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
     """LLaVA-format records -> {input_ids, labels, pixel_values, index}.
 
     Up front (no image decoding): parse, validate every record's structure and template fit, check each image
-    file exists; bad records are dropped (policy "skip") or raise (policy "error"). Per item: decode and
-    preprocess the image, tokenize with the SQ draw of (seed, epoch, record index), truncate. A sample that
-    fails then is reported and replaced by the next valid one (i+1, i+2, ... wrapping), so batches never
-    shrink and nothing is trained as all-ignore. Record indices (`index` in reports, SQ and augmentation draws)
+    file exists (print image_check's table; stop with MissingImagesError, whatever the policy, when too many do
+    not); bad records are dropped (policy "skip") or raise (policy "error"). Per item: decode and preprocess
+    the image, tokenize with the SQ draw of (seed, epoch, record index), truncate. A sample that fails then is
+    reported and replaced by the next valid one (i+1, i+2, ... wrapping), so batches never shrink and nothing
+    is trained as all-ignore. Record indices (`index` in reports, SQ and augmentation draws)
     count records across all data files in order, bad ones included, so they do not move when images vanish.
     """
 
@@ -150,7 +154,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
                 try:
                     if isinstance(record, BadRecordError):
                         raise record
-                    image = _image_field(record)
+                    image = image_field(record)
                     self._check_record(record, image is not None, index, fits)
                     kept.append((index, path, position, record, image))
                 except BadRecordError as exc:
@@ -159,21 +163,29 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
                 index += 1
         self.num_records = index
 
-        paths = sorted({self._image_path(img) for _, _, _, _, img in kept if img is not None})
-        if len(paths) > 256:  # network file systems answer stat calls far faster in parallel
-            with ThreadPoolExecutor(max_workers=32) as pool:
-                exists = dict(zip(paths, pool.map(os.path.isfile, paths, chunksize=64)))
-        else:
-            exists = {p: os.path.isfile(p) for p in paths}
+        exists = existing_files(self._image_path(img) for _, _, _, _, img in kept if img is not None)
+        check = ImageCheck(cfg.image_folder)
         good = []
         for item in kept:
             index, path, position, record, image = item
-            if image is not None and not exists[self._image_path(image)]:
-                reason = f"image file {self._image_path(image)!r} does not exist"
-                bad.append(self._entry(index, record.get("id"), image, "missing_image", reason, path, position))
-            else:
+            if image is None:
                 good.append(item)
+                continue
+            full = self._image_path(image)
+            where = f"{describe_record(record.get('id'), index)}, {os.path.basename(path)} record {position}"
+            check.add(image, exists[full], where, full)
+            if exists[full]:
+                good.append(item)
+            else:
+                reason = f"image file {full!r} does not exist"
+                bad.append(self._entry(index, record.get("id"), image, "missing_image", reason, path, position))
         bad.sort(key=lambda e: e["index"])
+        self.image_check = check.finish()
+        if check.total and current_rank() == 0:
+            print(check.table(), flush=True)
+        stop = check.error(cfg.max_missing_images)
+        if stop is not None:  # whatever the bad-sample policy: a wrong folder is no bad sample
+            raise stop
 
         if bad and cfg.bad_sample_policy == "error":
             first = bad[0]
@@ -274,7 +286,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         cfg = self.config
         record = self._store[j]
         index = self.record_index(j)
-        image = _image_field(record)
+        image = image_field(record)
         sample = preprocess_record(
             record, self.tokenizer, cfg.template, has_image=image is not None, sq_r=cfg.sq_r, seed=cfg.seed,
             epoch=self.epoch, index=index, mm_use_im_start_end=cfg.mm_use_im_start_end,

@@ -2,11 +2,12 @@
 
     python -m llava.data.inspect --data-path data.json --model-name-or-path TOKENIZER_DIR --version v1_sq \\
         [--sq-r 0.5] [--seed 0] [--epoch 0] [--image-folder DIR] [--max-records N] [--jsonl OUT] \\
-        [--model-max-length 2048] [--image-token-len 576] [--color auto|always|never]
+        [--model-max-length 2048] [--image-token-len 576] [--color auto|always|never] [--max-missing-images 0.1]
 
 It runs the training path itself (`iter_records`, `render_record`, `tokenize_prompt`, `truncate_sample`), so what it marks
 is exactly what the loss sees: a character is marked when a token covering it has a label. Bad records are
-reported with their id and reason, counted, and skipped; the rest is still shown.
+reported with their id and reason, counted, and skipped; the rest is still shown. With --image-folder, the end
+shows training's image table (found/missing per top-level subfolder) and says whether training would stop on it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 from llava.constants import IGNORE_INDEX
+from llava.data.dataset import image_field
+from llava.data.image_check import DEFAULT_MAX_MISSING, ImageCheck
 from llava.data.reader import iter_records
 from llava.data.records import BadRecordError, describe_record
 from llava.data.tokenization import TokenizedSample, render_record, tokenize_prompt, truncate_sample
@@ -62,24 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-token-len", type=int, default=576, help="embeddings per image, for truncation")
     p.add_argument("--mm-use-im-start-end", action="store_true")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.add_argument("--max-missing-images", type=float, default=DEFAULT_MAX_MISSING,
+                   help="training's --max_missing_images, to say whether training would stop on this data")
     return p
 
 
-def process(record: object, index: int, tokenizer, args: argparse.Namespace):
-    """(conv, tokenized prompt, final sample) for one record; raises BadRecordError."""
+def process(record: object, index: int, tokenizer, args: argparse.Namespace, images: ImageCheck | None = None):
+    """(conv, tokenized prompt, final sample) for one record; raises BadRecordError. In training's order:
+    structure and template, then the image file (counted in `images`), then tokens."""
     if isinstance(record, BadRecordError):
         raise record
-    has_image = isinstance(record, dict) and "image" in record
+    image = image_field(record)  # None for text-only ("image" absent or null), as in training
+    has_image = image is not None
     record_id = record.get("id") if isinstance(record, dict) else None
-    if has_image and args.image_folder is not None:
-        image = record["image"]
-        if not isinstance(image, str) or not (Path(args.image_folder) / image).is_file():
-            raise BadRecordError("missing_image", f"image {image!r} not found in {args.image_folder}",
-                                 record_id=record_id, index=index)
     conv = render_record(
         record, args.version, has_image=has_image, sq_r=args.sq_r, seed=args.seed, epoch=args.epoch,
         index=index, mm_use_im_start_end=args.mm_use_im_start_end,
     )
+    if has_image and args.image_folder is not None:
+        path = Path(args.image_folder) / image
+        found = path.is_file()
+        if images is not None:
+            images.add(image, found, describe_record(record_id, index), str(path))
+        if not found:
+            raise BadRecordError("missing_image", f"image {image!r} not found in {args.image_folder}",
+                                 record_id=record_id, index=index)
     tp = tokenize_prompt(conv, tokenizer)
     sample = tp.sample
     if args.model_max_length is not None:
@@ -90,7 +100,10 @@ def process(record: object, index: int, tokenizer, args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.max_missing_images <= 1.0:
+        parser.error(f"--max-missing-images {args.max_missing_images} must lie in [0, 1]")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, use_fast=True)
@@ -98,12 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     out_file = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None
     n_ok, n_tokens, n_trained, n_vuser = 0, 0, 0, 0
     bad: list[BadRecordError] = []
+    images = ImageCheck(args.image_folder, folder_flag="--image-folder", threshold_flag="--max-missing-images")
     try:
         for index, record in iter_records(args.data_path):
             if args.max_records is not None and index >= args.max_records:
                 break
             try:
-                conv, tp, sample = process(record, index, tokenizer, args)
+                conv, tp, sample = process(record, index, tokenizer, args, images)
             except BadRecordError as exc:
                 bad.append(exc)
                 print(f"!! {exc}", flush=True)
@@ -133,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
           + (f"; wrote {args.jsonl}" if args.jsonl else ""))
     for exc in bad:
         print(f"    {exc}")
+    if images.total:
+        print(images.finish().table())
+        stop = images.error(args.max_missing_images)
+        if stop is not None:
+            print(f"!! training would stop here: {stop}")
     return 0
 
 

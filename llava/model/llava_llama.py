@@ -63,7 +63,8 @@ class LlavaLlamaForCausalLM(nn.Module):
         self.vision_tower = vision_tower
         config.mm_hidden_size = self._tower().hidden_size
         self.mm_projector = build_vision_projector(config)
-        # Under ZeRO-3 every rank must run the tower in every step or parameter gathering hangs; set by training.
+        # Training sets it under ZeRO-3 (every rank must run the tower in every step or parameter gathering hangs) and
+        # when nothing in the LM trains (a text-only batch's loss would have no grad_fn).
         self.run_vision_on_text_only_batches = False
 
     # ------------------------------------------------------------------ structure
@@ -172,7 +173,7 @@ class LlavaLlamaForCausalLM(nn.Module):
         elif pixel_values is not None and pixel_values.shape[0] > 0:
             raise ImageTokenMismatchError(f"{pixel_values.shape[0]} images given but input_ids have no image token")
         elif self.run_vision_on_text_only_batches and self.training:
-            # Keep ZeRO-3 collectives in step across ranks; contributes exactly zero.
+            # Keep ZeRO-3 collectives in step and the loss attached to the trained vision side; adds exactly zero.
             size = self._tower().config.image_size
             dummy = torch.zeros(1, 3, size, size, device=embeds.device, dtype=embeds.dtype)
             embeds = embeds + 0.0 * self.encode_images(dummy).sum()

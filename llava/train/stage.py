@@ -45,6 +45,14 @@ class StagePlan:
     train_tower: bool
 
     @property
+    def trains_language_model(self) -> bool:
+        """Whether any LM parameter trains (LLM LoRA or the LM itself). When none does (stage 1: projector and/or
+        ViT LoRA; a full finetune with --freeze_backbone), a text-only batch reaches no trained parameter, so the
+        model must run the vision path on every batch (`run_vision_on_text_only_batches`) for its loss to have
+        a grad_fn."""
+        return self.llm_lora or self.train_lm
+
+    @property
     def saved_files(self) -> list[str]:
         vit = [f"{compat.VIT_LORA_DIR}/"] if self.vit_lora else []
         if self.stage is Stage.PRETRAIN:
