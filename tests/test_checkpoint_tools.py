@@ -36,6 +36,7 @@ def _lora_checkpoint(model, out: Path, tokenizer) -> dict:
     compat.save_non_lora_trainables({f"mm_projector.{k}": v for k, v in model.mm_projector.state_dict().items()}, out)
     data = model.config.to_dict()
     data["dtype"] = "float32"
+    data["conv_mode"] = "v1_sq"  # training records its template
     (out / "config.json").write_text(__import__("json").dumps(data))
     tokenizer.save_pretrained(str(out))
     merged_lm = model.language_model.merge_and_unload()
@@ -50,6 +51,7 @@ def test_merge_keeps_vit_lora(tmp_path, tiny_model_factory, tiny_foundation):
          str(tiny_foundation["lm"]), "--save-model-path", str(tmp_path / "merged"))
     _, merged, _, _ = load_pretrained_model(tmp_path / "merged")
     assert merged.dtype == torch.float32
+    assert merged.config.conv_mode == "v1_sq"  # the template survives the merge
     key = "encoder.layers.0.self_attn.q_proj.weight"
     torch.testing.assert_close(merged.vision_tower.vision_tower.state_dict()[key], expected["tower"][f"vision_tower.{key}"])
     lm_key = "model.layers.1.mlp.down_proj.weight"

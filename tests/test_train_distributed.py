@@ -26,8 +26,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str]) -> float:
-    """Run llava.train.train on 2 CPU processes; returns the wall time."""
+def launch(args: list[str], entry: tuple[str, ...] = ("-m", "llava.train.train"),
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """torchrun `entry` (a module or a script) on 2 CPU processes with `args`; the finished process."""
     env = {
         **os.environ,
         "DS_ACCELERATOR": "cpu",
@@ -35,11 +36,17 @@ def torchrun(args: list[str]) -> float:
         "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
                                                str(Path.home() / ".cache" / "torch_extensions")),
         "OMP_NUM_THREADS": "1",
+        **(env or {}),
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), "-m", "llava.train.train", *args]
+           str(_free_port()), *entry, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO, env=env)
+
+
+def torchrun(args: list[str]) -> float:
+    """Run llava.train.train on 2 CPU processes; returns the wall time."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO, env=env)
+    proc = launch(args)
     if proc.returncode != 0:
         clues = [line for line in proc.stderr.splitlines()
                  if re.search(r"error|terminate|signal|abort|exception|killed", line, re.IGNORECASE)]

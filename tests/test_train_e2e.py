@@ -24,7 +24,8 @@ COMMON = ["--per_device_train_batch_size", "4", "--logging_steps", "1", "--repor
           "--mm_cluster_centers", "2", "--lr_scheduler_type", "constant"]
 # Files that are HF/DeepSpeed training state or run-level logs rather than the stage's own output.
 RUN_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|rng_state.*\.pth|trainer_state\.json|training_args\.bin|"
-                       r"bad_samples\.jsonl|global_step\d+|latest|zero_to_\w+\.py|checkpoint-\d+)$")
+                       r"bad_samples\.jsonl|global_step\d+|latest|zero_to_\w+\.py|checkpoint-\d+|"
+                       r"checkpoint_complete\.json)$")
 
 
 # ---------------------------------------------------------------------- fixtures: data and runs
@@ -138,6 +139,7 @@ def test_stage1_files_keys_and_learning(stage1, workspace):
     config = json.loads((stage1 / "config.json").read_text())
     assert config["mm_projector_type"] == "cluster" and config["tune_mm_mlp_adapter"] is True
     assert config["mm_vision_config"]["hidden_size"] == 32 and config["use_cache"] is True
+    assert config["conv_mode"] == "plain"  # the template travels with the checkpoint
 
     curve = losses(stage1)
     print(f"stage 1 losses: {curve}")
@@ -184,6 +186,7 @@ def test_stage2_files_keys_and_reload(stage2, stage1, workspace):
     # D15: the CLI's cluster projector wins over the mlp2x_gelu named by the LLaVA-style base config.
     config = json.loads((stage2 / "config.json").read_text())
     assert config["mm_projector_type"] == "cluster" and config["image_aspect_ratio"] == "pad"
+    assert config["conv_mode"] == "v1_sq"
     # Initialised from stage 1 (a random init would be O(0.1) away), then trained a little.
     stage1_projector = torch.load(stage1 / "mm_projector.bin", weights_only=True)
     moved = max((v - stage1_projector[k.replace("base_model.model.", "")]).abs().max().item()
@@ -206,6 +209,9 @@ def test_stage2_files_keys_and_reload(stage2, stage1, workspace):
     for key, value in model.mm_projector.state_dict().items():
         torch.testing.assert_close(value, non_lora[f"base_model.model.model.mm_projector.{key}"], rtol=0, atol=0)
     assert tokenizer.pad_token is not None
+    from llava.inference.engine import default_conv_mode
+
+    assert default_conv_mode(model.config) == "v1_sq"  # evaluation and chat default to the training template
 
 
 @pytest.mark.slow
@@ -271,6 +277,7 @@ def test_full_finetune_saves_a_merged_model(workspace):
     saved = load_file(out / "model.safetensors")
     assert "model.mm_projector.0.weight" in saved and "lm_head.weight" in saved
     _, model, _, _ = load_pretrained_model(out)
+    assert model.config.conv_mode == "v1"  # a merged/full checkpoint keeps its template too
     base = load_file(workspace["lm"] / "model.safetensors")
     own = {compat.to_reference_key(k): v for k, v in model.state_dict().items() if "position_ids" not in k}
     torch.testing.assert_close(own["model.mm_projector.0.weight"], saved["model.mm_projector.0.weight"])

@@ -11,6 +11,7 @@ import transformers
 
 from llava.conversation import conv_templates
 from llava.mm_utils import ASPECT_RATIOS
+from llava.model.attention import ATTN_IMPLEMENTATIONS, FLASH_INSTALL_HINT
 from llava.model.multimodal_encoder.clip_encoder import SELECT_FEATURES
 
 
@@ -40,7 +41,9 @@ class ModelArguments:
     pretrain_lora: str | None = field(
         default=None, metadata={"help": "Stage-1 Vit-lora dir (or its adapter file) to initialise ViT LoRA."}
     )
-    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+    attn_implementation: str = field(default="auto", metadata={
+        "help": "auto (FlashAttention-2 where it imports and runs on the GPU, else SDPA), sdpa, eager or "
+                "flash_attention_2 (an error where it cannot run). The choice and its reason are printed."})
 
 
 @dataclass
@@ -52,6 +55,9 @@ class DataArguments:
     sq_r: float = field(default=0.0, metadata={"help": "Probability a later question turn becomes VUSER."})
     data_aug: bool = field(default=False, metadata={"help": "Random crop/flip/RandAugment on images (SPEC 5)."})
     bad_sample_policy: str = field(default="skip", metadata={"help": "skip (log and replace) or error."})
+    max_missing_images: float = field(default=0.1, metadata={
+        "help": "Stop before the model loads when more than this fraction of image records have no file, or a "
+                "subfolder (coco/, gqa/, ...) with 5+ records lacks half its images; 1.0: never stop, skip them."})
 
 
 @dataclass
@@ -59,7 +65,9 @@ class TrainingArguments(transformers.TrainingArguments):
     cache_dir: str | None = field(default=None)
     optim: str = field(default="adamw_torch")
     remove_unused_columns: bool = field(default=False)
-    model_max_length: int = field(default=2048, metadata={"help": "Tokens per sample before image expansion."})
+    model_max_length: int = field(default=2048, metadata={
+        "help": "Most tokens per sample the LM sees, image tokens included (an image counts as its "
+                "num_image_tokens, e.g. 576); longer samples are cut at the end, never inside an image."})
     freeze_mm_mlp_adapter: bool = field(default=False, metadata={"help": "Keep the projector frozen."})
     double_quant: bool = field(default=True, metadata={"help": "QLoRA: double quantisation."})
     quant_type: str = field(default="nf4", metadata={"help": "QLoRA: fp4 or nf4."})
@@ -99,7 +107,6 @@ class TrainingArguments(transformers.TrainingArguments):
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainingArguments)
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 
 def make_parser() -> transformers.HfArgumentParser:
@@ -150,6 +157,8 @@ def validate(model: ModelArguments, data: DataArguments, train: TrainingArgument
          f"--image_aspect_ratio {data.image_aspect_ratio!r} must be one of {list(ASPECT_RATIOS)}")
     need(data.bad_sample_policy in ("skip", "error"), f"--bad_sample_policy {data.bad_sample_policy!r} must be skip or error")
     need(0.0 <= data.sq_r <= 1.0, f"--sq_r {data.sq_r} must lie in [0, 1]")
+    need(0.0 <= data.max_missing_images <= 1.0,
+         f"--max_missing_images {data.max_missing_images} must lie in [0, 1] (a fraction of the image records)")
     need(data.sq_r == 0.0 or conv_templates[model.version].vuser_role is not None,
          f"--sq_r {data.sq_r} needs a template with a VUSER role (--version v1_sq), not --version {model.version}")
     need(_projector_type_known(model.mm_projector_type), f"--mm_projector_type {model.mm_projector_type!r} is not registered")
@@ -160,7 +169,7 @@ def validate(model: ModelArguments, data: DataArguments, train: TrainingArgument
     need(model.attn_implementation in ATTN_IMPLEMENTATIONS,
          f"--attn_implementation {model.attn_implementation!r} must be one of {list(ATTN_IMPLEMENTATIONS)}")
     need(model.attn_implementation != "flash_attention_2" or importlib.util.find_spec("flash_attn") is not None,
-         "--attn_implementation flash_attention_2 needs the flash_attn package (pip install -e '.[flash]')")
+         f"--attn_implementation flash_attention_2 needs the flash_attn package: {FLASH_INSTALL_HINT}")
     need(not model.mm_use_im_start_end,
          "--mm_use_im_start_end True is not supported in training (every SQ-LLaVA script uses False)")
     for flag in ("pretrain_mm_mlp_adapter", "pretrain_lora"):

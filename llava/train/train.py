@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 
 import torch
@@ -12,7 +13,9 @@ from transformers import AutoTokenizer, CLIPImageProcessor, PretrainedConfig
 
 from llava.constants import DEFAULT_IMAGE_PATCH_TOKEN
 from llava.data.dataset import DataConfig, make_supervised_data_module
+from llava.data.image_check import MissingImagesError
 from llava.data.packing import PackedCollator
+from llava.model.attention import AttentionUnavailableError, announce, resolve_attention
 from llava.model.builder import (
     build_for_training,
     image_token_count,
@@ -21,20 +24,20 @@ from llava.model.builder import (
     training_config,
 )
 from llava.model.config import CheckpointFormatError
-from llava.train import stage
+from llava.train import checkpoints, stage
 from llava.train.arguments import DataArguments, FlagError, ModelArguments, TrainingArguments, parse_args
 from llava.train.trainer import LLaVATrainer
 
 logger = logging.getLogger(__name__)
 
 
-def train(argv: list[str] | None = None, attn_implementation: str | None = None) -> None:
+def train(argv: list[str] | None = None) -> None:
     model_args, data_args, training_args = parse_args(argv)  # every flag checked before anything loads
-    if attn_implementation is not None:
-        model_args.attn_implementation = attn_implementation
     init_distributed(training_args)
+    choose_attention(model_args, training_args)
     transformers.set_seed(training_args.seed)
     plan = stage.plan_for(model_args, training_args)
+    resume = resume_checkpoint(training_args)  # decided (and announced) before any weights load
 
     # Configs, the stage-1 projector and the data are all checked before any weights load.
     tokenizer = load_tokenizer(model_args, training_args)
@@ -47,6 +50,7 @@ def train(argv: list[str] | None = None, attn_implementation: str | None = None)
         num_image_tokens=image_token_count(config), sq_r=data_args.sq_r, seed=training_args.seed,
         data_aug=data_args.data_aug, bad_sample_policy=data_args.bad_sample_policy,
         mm_use_im_start_end=model_args.mm_use_im_start_end, report_dir=training_args.output_dir,
+        max_missing_images=data_args.max_missing_images,
     )
     data_module = make_supervised_data_module(data_config, tokenizer, image_processor)
     if training_args.packing:
@@ -62,7 +66,7 @@ def train(argv: list[str] | None = None, attn_implementation: str | None = None)
         print(stage.summary(model, plan, training_args), flush=True)
     trainer = LLaVATrainer(model=model, args=training_args, plan=plan, tokenizer=tokenizer,
                            image_processor=image_processor, **data_module)
-    trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
     trainer.save_model(training_args.output_dir)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -78,6 +82,16 @@ def init_distributed(training_args: TrainingArguments) -> None:
         deepspeed.init_distributed(dist_backend="gloo")
 
 
+def choose_attention(model_args: ModelArguments, training_args: TrainingArguments) -> None:
+    """Replace `auto` by the implementation this process will use, and print it with the reason (rank 0)."""
+    device = "cpu" if training_args.use_cpu else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    try:
+        model_args.attn_implementation, why = resolve_attention(model_args.attn_implementation, device)
+    except AttentionUnavailableError as err:
+        raise FlagError(str(err)) from None
+    announce(model_args.attn_implementation, why, quiet=int(os.environ.get("RANK", 0)) != 0)
+
+
 def torch_dtype(training_args: TrainingArguments) -> torch.dtype:
     return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
 
@@ -86,6 +100,37 @@ def resume_target(value: str | None) -> str | bool | None:
     if value is None or value.lower() in ("", "false", "none"):
         return None
     return True if value.lower() == "true" else value
+
+
+def resume_checkpoint(training_args: TrainingArguments) -> str | None:
+    """--resume_from_checkpoint as the Trainer gets it: a checkpoint path, or None for a fresh start.
+
+    `True` takes the newest complete checkpoint in output_dir (`llava.train.checkpoints.inspect`: one whose
+    completion marker is written, or one written before markers existed that holds trainer_state.json) and
+    starts from scratch when there is none, as haotian-liu/LLaVA's train.py does; never transformers' newest
+    folder, which may be a save cut short. The main process deletes the incomplete folders newer than the one
+    chosen, so training saves those steps into empty folders again; one line says what was chosen and ignored.
+    An explicit path must be a finished save (a FlagError names what is missing).
+    """
+    target = resume_target(training_args.resume_from_checkpoint)
+    if target is None:
+        return None
+    if target is not True:
+        try:
+            checkpoints.require_complete(target)
+        except checkpoints.IncompleteCheckpointError as err:
+            raise FlagError(str(err)) from None
+        return target
+    # The main process looks (and clears) first; the others then find the same complete checkpoint.
+    with training_args.main_process_first(local=False, desc="choosing the checkpoint to resume from"):
+        choice = checkpoints.choose_resume(checkpoints.scan(training_args.output_dir))
+        if training_args.should_save:
+            for incomplete in choice.newer_incomplete:
+                shutil.rmtree(incomplete.path)
+        if training_args.should_log:
+            print(checkpoints.describe(choice, training_args.output_dir, cleared=training_args.should_save),
+                  flush=True)
+    return None if choice.checkpoint is None else str(choice.checkpoint.path)
 
 
 def load_tokenizer(model_args: ModelArguments, training_args: TrainingArguments):
@@ -113,6 +158,7 @@ def build_config(model_args: ModelArguments, data_args: DataArguments,
         mm_projector_lr=training_args.mm_projector_lr, vision_tower_lr=training_args.vision_tower_lr,
         mm_cluster_centers=model_args.mm_cluster_centers, mm_cluster_iters=model_args.mm_cluster_iters,
         num_latents=model_args.num_latents, tokenizer_model_max_length=training_args.model_max_length,
+        conv_mode=model_args.version,  # evaluation and chat default to the template the model was trained with
     )
 
 
@@ -153,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         train(argv)
-    except FlagError as err:
+    except (FlagError, MissingImagesError) as err:  # every rank raises the same: the job ends on all of them
         sys.exit(f"error: {err}")
 
 

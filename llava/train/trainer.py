@@ -1,11 +1,12 @@
 """LLaVATrainer: HF Trainer with the stage's optimizer groups, modality sampler, stage-file checkpoints and resume.
 
-transformers offers no public hook for four things this trainer must do, so it overrides four private Trainer
+transformers offers no public hook for five things this trainer must do, so it overrides five private Trainer
 methods, checked against transformers 5.25 (pinned by tests/test_trainer_hooks.py, which fails when a release
 renames them or stops calling them): `_get_train_sampler` (the modality-grouped sampler),
 `_save_optimizer_and_scheduler` and `_prepare_for_training` (DeepSpeed checkpoints without the frozen weights:
-the Trainer only drops them when the top-level model is a PeftModel, and ours composes PEFT modules inside), and
-`_load_from_checkpoint` (resume from the stage's own file set instead of whole-model weights).
+the Trainer only drops them when the top-level model is a PeftModel, and ours composes PEFT modules inside),
+`_load_from_checkpoint` (resume from the stage's own file set instead of whole-model weights), and
+`_save_checkpoint` (a completion marker written last, and save_total_limit rotation only after it).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-from transformers.trainer import SCHEDULER_NAME, TRAINING_ARGS_NAME
+from transformers.trainer import PREFIX_CHECKPOINT_DIR, SCHEDULER_NAME, TRAINING_ARGS_NAME
 
-from llava.train import stage
+from llava.train import checkpoints, stage
 from llava.train.sampler import ModalityLengthGroupedSampler
 
 logger = logging.getLogger(__name__)
@@ -48,8 +50,9 @@ class LLaVATrainer(Trainer):
         self.image_processor = image_processor
         if self.train_dataset is not None and hasattr(self.train_dataset, "set_epoch"):
             self.add_callback(SetEpochCallback(self.train_dataset))  # SQ and augmentation draws follow the epoch
-        if is_deepspeed_zero3_enabled():
-            # Every rank must run the tower each step, or ZeRO-3's parameter gathering hangs on text-only batches.
+        if is_deepspeed_zero3_enabled() or not plan.trains_language_model:
+            # ZeRO-3: every rank must run the tower each step, or parameter gathering hangs on text-only batches.
+            # Nothing in the LM trains (stage 1): a text-only batch's loss would have no grad_fn (backward fails).
             self.model.run_vision_on_text_only_batches = True
 
     # ------------------------------------------------------------------ data
@@ -99,6 +102,28 @@ class LLaVATrainer(Trainer):
                 bad.write_summary(Path(output_dir) / BAD_SAMPLE_SUMMARY)
         if self.args.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial) -> None:
+        """transformers' save with its rotation deferred; then, once every rank's files are written, the
+        completion marker (last), then rotation over complete checkpoints only (llava.train.checkpoints)."""
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:
+            checkpoints.begin_save(folder, self.state.global_step)
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # transformers would rotate before this checkpoint is complete
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()  # ZeRO shards and per-rank RNG states are on disk
+        if not self.args.should_save:
+            return
+        checkpoints.write_marker(folder, self.state.global_step)
+        protected = (folder, self.state.best_model_checkpoint)
+        for path in checkpoints.rotation_deletions(checkpoints.scan(run_dir), limit, protected):
+            logger.info("deleting checkpoint %s (save_total_limit %s, or an interrupted save)", path, limit)
+            shutil.rmtree(path, ignore_errors=True)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         if not self.is_deepspeed_enabled:
