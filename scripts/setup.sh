@@ -28,6 +28,10 @@ if [ -n "$GPUS" ]; then
 else
   echo "[setup] no GPU found (nvidia-smi): CPU setup"
 fi
+if [ -n "${FLASH_ATTN:-}" ] && [ "${FLASH_ATTN}" != 0 ] && [ -z "$GPUS" ]; then
+  echo "[setup] FLASH_ATTN=1 needs a CUDA GPU (and its toolkit when no prebuilt wheel fits); run this on a GPU node" >&2
+  exit 1
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating virtual environment $VENV"
@@ -54,10 +58,6 @@ echo "[setup] installing llava[$EXTRAS]"
 "${PIP[@]}" -e ".[$EXTRAS]"
 
 if [ -n "${FLASH_ATTN:-}" ] && [ "${FLASH_ATTN}" != 0 ]; then
-  if [ -z "$GPUS" ]; then
-    echo "[setup] FLASH_ATTN=1 needs a CUDA GPU (and its toolkit when no prebuilt wheel fits); run this on a GPU node" >&2
-    exit 1
-  fi
   echo "[setup] installing $FLASH_SPEC against $("$PY" -c 'import torch; print("torch", torch.__version__)') (--no-build-isolation; a source build takes a while)"
   "${PIP[@]}" packaging ninja wheel
   MAX_JOBS=${MAX_JOBS:-8} "${PIP[@]}" --no-build-isolation "$FLASH_SPEC"
