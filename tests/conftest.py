@@ -86,3 +86,23 @@ def tiny_model_factory(tiny_foundation):
         return LlavaLlamaForCausalLM(config, language_model=lm, vision_tower=tower).eval()
 
     return make
+
+
+def write_tiny_checkpoint(out: Path, tiny_foundation: dict, seed: int = 0, projector_type: str = "mlp2x_gelu",
+                          **mm) -> Path:
+    """A full checkpoint (random projector, the tiny LM and tower) written by save_pretrained_llava, tokenizer and
+    image processor included: what the entry points, the engine and the demo load."""
+    import torch
+    from transformers import AutoTokenizer, CLIPImageProcessor
+
+    from llava.model.builder import load_language_model, load_vision_tower, save_pretrained_llava
+    from llava.model.llava_llama import LlavaLlamaForCausalLM
+    from llava.model.tiny import tiny_llava_config
+
+    torch.manual_seed(seed)
+    config = tiny_llava_config(tiny_foundation["lm"], tiny_foundation["tower"], projector_type, **mm)
+    model = LlavaLlamaForCausalLM(config, language_model=load_language_model(tiny_foundation["lm"], config, torch.float32),
+                                  vision_tower=load_vision_tower(config, None, torch.float32))
+    save_pretrained_llava(model, out, AutoTokenizer.from_pretrained(tiny_foundation["lm"]),
+                          CLIPImageProcessor.from_pretrained(tiny_foundation["tower"]))
+    return out

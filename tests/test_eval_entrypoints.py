@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_tiny_checkpoint
 from PIL import Image
 
 from llava.eval import (
@@ -42,20 +43,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_foundation):
     """A full checkpoint written by save_pretrained_llava, read back by the entry points' real loader."""
-    from transformers import AutoTokenizer, CLIPImageProcessor
-
-    from llava.model.builder import load_language_model, load_vision_tower, save_pretrained_llava
-    from llava.model.llava_llama import LlavaLlamaForCausalLM
-    from llava.model.tiny import tiny_llava_config
-
-    torch.manual_seed(1)
-    config = tiny_llava_config(tiny_foundation["lm"], tiny_foundation["tower"], "mlp2x_gelu", image_aspect_ratio="pad")
-    model = LlavaLlamaForCausalLM(config, language_model=load_language_model(tiny_foundation["lm"], config, torch.float32),
-                                  vision_tower=load_vision_tower(config, None, torch.float32))
-    out = tmp_path_factory.mktemp("entry_ckpt") / "tiny-llava"
-    save_pretrained_llava(model, out, AutoTokenizer.from_pretrained(tiny_foundation["lm"]),
-                          CLIPImageProcessor.from_pretrained(tiny_foundation["tower"]))
-    return out
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("entry_ckpt") / "tiny-llava", tiny_foundation, seed=1,
+                                 image_aspect_ratio="pad")
 
 
 def _save_image(path: Path, i: int) -> None:

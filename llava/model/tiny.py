@@ -23,7 +23,7 @@ from llava.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 def write_tiny_vision_tower(
     out_dir: str | Path, image_size: int = 32, patch_size: int = 16, hidden_size: int = 32,
-    num_layers: int = 2, num_heads: int = 2, seed: int = 0,
+    num_layers: int = 2, num_heads: int = 2, seed: int = 0, dtype: torch.dtype = torch.float32,
 ) -> Path:
     """A random `CLIPVisionModel` + `CLIPImageProcessor` directory (stand-in for openai/clip-vit-large-patch14-336)."""
     out = Path(out_dir)
@@ -32,7 +32,7 @@ def write_tiny_vision_tower(
         hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, image_size=image_size, patch_size=patch_size, projection_dim=hidden_size,
     )
-    CLIPVisionModel(config).save_pretrained(str(out))
+    CLIPVisionModel(config).to(dtype).save_pretrained(str(out))
     CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         image_mean=list(OPENAI_CLIP_MEAN), image_std=list(OPENAI_CLIP_STD), do_convert_rgb=True,
@@ -42,21 +42,22 @@ def write_tiny_vision_tower(
 
 def write_tiny_language_model(
     out_dir: str | Path, tokenizer_dir: str | Path, hidden_size: int = 32, num_layers: int = 2,
-    num_heads: int = 4, seed: int = 0, max_position_embeddings: int = 2048,
+    num_heads: int = 4, seed: int = 0, max_position_embeddings: int = 2048, intermediate_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
     """A random LLaMA causal LM sized to the tokenizer, saved with that tokenizer (stand-in for vicuna-7b)."""
     out = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size or 2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
         max_position_embeddings=max_position_embeddings, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.unk_token_id, tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.unk_token_id
-    model.save_pretrained(str(out))
+    model.to(dtype).save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
 

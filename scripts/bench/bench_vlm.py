@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -247,6 +248,42 @@ def generate_benches(ctx: Context, model: nn.Module, impl: str) -> list[dict]:
     return rows
 
 
+def paired_generate_benches(ctx: Context, models: dict[str, nn.Module]) -> list[dict]:
+    """model.generate of both implementations in alternating rounds (the order flips every round), so drift of a
+    shared machine hits both alike; each row's samples/s is batch / the median round time. Used on the CPU, where
+    both models fit beside each other and run-to-run drift is larger than the difference being measured."""
+    preset, rows = ctx.preset, []
+    new = preset.gen_new_tokens
+    kwargs = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False, "use_cache": True, "pad_token_id": 0}
+    for bs in ctx.gen_batches:
+        inputs = {impl: _to_device(presets.generation_inputs(preset, bs, impl), ctx) for impl in models}
+        times: dict[str, list[float]] = {impl: [] for impl in models}
+        produced: dict[str, int] = {}
+        with torch.inference_mode():
+            for impl, model in models.items():
+                model.eval()
+                model.generate(**inputs[impl], **kwargs)  # warm-up
+            start, rnd = ctx.meter.now(), 0
+            while rnd < 5 or ctx.meter.now() - start < 2 * preset.gen_min_time_s:
+                order = list(models) if rnd % 2 == 0 else list(models)[::-1]
+                for impl in order:
+                    t0 = ctx.meter.now()
+                    out = models[impl].generate(**inputs[impl], **kwargs)
+                    times[impl].append(ctx.meter.now() - t0)
+                    produced[impl] = out.shape[1] - (inputs[impl]["input_ids"].shape[1] if impl == "hf" else 0)
+                rnd += 1
+        for impl in models:
+            median = sorted(times[impl])[len(times[impl]) // 2]
+            row = {"impl": IMPL_NAMES[impl], "path": "model.generate", "batch": bs,
+                   "prompt_tokens": preset.image_tokens + preset.gen_text_tokens, "new_tokens": new,
+                   "samples_per_s": bs / median, "new_tokens_per_s": bs * produced[impl] / median, "batch_s": median,
+                   "new_tokens_observed": int(produced[impl]), "rounds": len(times[impl]), "paired": True,
+                   "peak_mem_gib": ctx.meter.peak_gib()}  # the process's, both models resident
+            log("generate", row)
+            rows.append(row)
+    return rows
+
+
 def engine_benches(ctx: Context, model: nn.Module) -> list[dict]:
     """The project's InferenceEngine end to end: PIL images -> preprocessing -> prompts -> generate -> text."""
     from PIL import Image
@@ -446,6 +483,13 @@ def render(result: dict) -> str:
         for s in result["generate_summary"]:
             lines.append(f"  {s['impl']} {s['path']}: batch 1 {_fmt(s['batch1_samples_per_s'], '.2f')} samples/s, "
                          f"best batch {s['best_batch']} {s['best_samples_per_s']:.2f} samples/s")
+        rate = {(r["impl"], r["batch"]): r["samples_per_s"] for r in result["generate"]
+                if r["path"] == "model.generate" and "samples_per_s" in r}
+        for (impl, batch), ours in rate.items():
+            if impl == "ours" and ("transformers", batch) in rate:
+                paired = " (alternating rounds)" if any(r.get("paired") for r in result["generate"]) else ""
+                lines.append(f"  ours / transformers model.generate at batch {batch}: "
+                             f"{ours / rate[('transformers', batch)]:.3f}x{paired}")
     return "\n".join(lines)
 
 
@@ -521,6 +565,7 @@ def main(argv: list[str] | None = None) -> dict:
             "benches": args.only, "impls": args.impl, "n_lm_linear": ctx.cost.n_lm, "n_vit": ctx.cost.n_vit,
             "baseline": preset.baseline,
             "argv": sys.argv[1:] if argv is None else list(argv),
+            "malloc_env": {k: os.environ.get(k) for k in CPU_MALLOC_ENV},
         },
         "train": [], "projector": [], "generate": [], "generate_summary": [],
     }
@@ -534,13 +579,20 @@ def main(argv: list[str] | None = None) -> dict:
     if "projector" in only:
         result["projector"] = projector_benches(ctx)
         save()
-    for impl in args.impl:
+    def build(impl: str) -> nn.Module:
         torch.manual_seed(0)
         if impl == "ours":
-            model = presets.build_ours(preset, device, dtype, projector_type=args.train_projector, attn=args.attn)
-        else:
-            model = presets.build_hf(preset, device, dtype, attn=args.attn)
-        if "generate" in only:
+            return presets.build_ours(preset, device, dtype, projector_type=args.train_projector, attn=args.attn)
+        return presets.build_hf(preset, device, dtype, attn=args.attn)
+
+    paired = "generate" in only and device.type == "cpu" and len(args.impl) == 2
+    if paired:  # both models at once, alternating rounds (paired_generate_benches)
+        result["generate"] += paired_generate_benches(ctx, {impl: build(impl) for impl in args.impl})
+        meter.free()
+        save()
+    for impl in args.impl:
+        model = build(impl)
+        if "generate" in only and not paired:
             result["generate"] += generate_benches(ctx, model, impl)
         if "engine" in only and impl == "ours":
             result["generate"] += engine_benches(ctx, model)
@@ -555,5 +607,21 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+# glibc's malloc raises its mmap threshold only as it sees large blocks freed, so on the CPU whichever model is
+# measured first pays page faults the second does not: an order effect of 5-15% on `--preset small` generation
+# (ours first: batch 8 0.95x transformers; the same two models in the other order: 1.12x; operator for operator
+# the two runs are the same 233 matmuls). Fixed thresholds make the order irrelevant. See scripts/bench/README.md.
+CPU_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "134217728", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+
+
+def pin_cpu_allocator(argv: list[str]) -> None:
+    """Re-run this script with CPU_MALLOC_ENV when it measures on the CPU and the variables are not set."""
+    on_cpu = "--device" in argv and argv[argv.index("--device") + 1] == "cpu" or not torch.cuda.is_available()
+    if on_cpu and any(k not in os.environ for k in CPU_MALLOC_ENV):
+        os.environ.update({k: os.environ.get(k, v) for k, v in CPU_MALLOC_ENV.items()})
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 if __name__ == "__main__":
+    pin_cpu_allocator(sys.argv[1:])
     main()

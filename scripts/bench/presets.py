@@ -108,7 +108,7 @@ PRESETS: dict[str, Preset] = {
         varlen=VarlenShape(8, 80, 512, row_tokens=(512, 1024)),
         lora_r=16, lora_alpha=32, lora_dropout=0.05, cluster_centers=32, cluster_iters=2, num_latents=32,
         projector_batch=4, projector_iters=3,
-        gen_text_tokens=48, gen_new_tokens=8, gen_batches=(1, 8), gen_min_time_s=1.0,
+        gen_text_tokens=48, gen_new_tokens=8, gen_batches=(1, 8), gen_min_time_s=2.0,
         engine_image_size=(320, 240), warmup=1, steps=3, image_token_index=32000,
     ),
     "tiny": Preset(
