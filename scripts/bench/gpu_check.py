@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # a machine's own python without `pip install -e .` still finds llava
 PARTS = ("env", "tests", "train", "bench", "eval", "demo")
 
 
