@@ -42,6 +42,10 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
         ("Not at all", "yes"),  # LLaVA's word list is case-sensitive: "Not" is not in it
         ("no", "no"),
         ("", "yes"),
+        ("No\nThere is a cat", "yes"),  # LLaVA splits on single spaces: "No\nThere" is one word
+        ("No\tthe cat", "yes"),
+        ("There is  no cat", "no"),  # a double space leaves an empty word, "no" still counts
+        ("No", "no"),
     ],
 )
 def test_pope_yes_no_parsing(text, expected):

@@ -359,6 +359,35 @@ def test_sq_draws_depend_on_seed_epoch_index_only(tmp_path, tokenizer, processor
     assert len({tuple(a[i]["labels"].tolist()) for i in range(3)}) > 1  # ... and with the index
 
 
+def test_vuser_count_of_the_first_epoch_is_printed(tmp_path, tokenizer, processor, capsys):
+    """The printed count equals the VUSER turns the epoch-1 rendering really holds (3 samples x 5 later questions)."""
+    from llava.conversation import get_template
+    from llava.data.tokenization import render_record
+
+    for sq_r in (0.5, 0.0):
+        dataset = _sq_dataset(tmp_path, tokenizer, processor, sq_r=sq_r, seed=7)
+        vuser_role = get_template("v1_sq").vuser_role
+        rendered = sum(
+            role == vuser_role
+            for i in range(len(dataset))
+            for role, _ in render_record(dataset.record(i), "v1_sq", has_image=True, sq_r=sq_r, seed=7, epoch=0,
+                                         index=dataset.record_index(i)).messages)
+        out = capsys.readouterr().out
+        assert (f"self-questioning: --sq_r {sq_r}: {rendered} of the 15 questions after the first of the 3 image "
+                "samples become VUSER turns in epoch 1") in out
+        assert (rendered > 0) == (sq_r > 0)
+
+
+def test_v1_sq_defaults_to_the_reference_sq_r():
+    from llava.train.arguments import SQ_R_REFERENCE_DEFAULT, parse_args
+
+    base = ["--model_name_or_path", "/nonexistent", "--vision_tower", "/nonexistent", "--data_path", "/d.json",
+            "--output_dir", "/nonexistent/out", "--use_cpu", "True", "--report_to", "none"]
+    assert parse_args(base + ["--version", "v1_sq"])[1].sq_r == SQ_R_REFERENCE_DEFAULT == 0.3
+    assert parse_args(base + ["--version", "v1_sq", "--sq_r", "0"])[1].sq_r == 0.0  # explicit 0 stays 0
+    assert parse_args(base + ["--version", "v1"])[1].sq_r == 0.0
+
+
 def test_v1_sq_without_sq_masks_like_v1(tmp_path, tokenizer, processor):
     sq = _sq_dataset(tmp_path, tokenizer, processor, sq_r=0.0)
     v1 = _sq_dataset(tmp_path, tokenizer, processor, template="v1", sq_r=0.0)

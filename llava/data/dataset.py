@@ -19,7 +19,13 @@ from llava.data.bad_samples import BadSampleLog, current_rank, format_counts, fo
 from llava.data.collator import DataCollatorForSupervisedDataset
 from llava.data.image_check import DEFAULT_MAX_MISSING, ImageCheck, existing_files
 from llava.data.reader import iter_records
-from llava.data.records import BadRecordError, build_conversation, describe_record, normalize_conversations
+from llava.data.records import (
+    BadRecordError,
+    build_conversation,
+    describe_record,
+    normalize_conversations,
+    sq_rng,
+)
 from llava.data.tokenization import preprocess_record, truncate_sample
 from llava.mm_utils import ASPECT_RATIOS, MAX_IMAGE_PIXELS, ImageLoadError, load_image, process_images
 
@@ -147,6 +153,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         kept: list[tuple[int, str, int, dict, str | None]] = []  # (record index, file, position, record, image)
         self.files = cfg.data_files
         fits: dict[tuple, str | None] = {}  # template fit by conversation shape (see _check_record)
+        self._sq_eligible: dict[int, int] = {}  # record index -> questions after the first (image records)
         index = 0
         for path in self.files:
             for position, record in iter_records(path):
@@ -155,7 +162,9 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
                     if isinstance(record, BadRecordError):
                         raise record
                     image = image_field(record)
-                    self._check_record(record, image is not None, index, fits)
+                    eligible = self._check_record(record, image is not None, index, fits)
+                    if image is not None and eligible:
+                        self._sq_eligible[index] = eligible
                     kept.append((index, path, position, record, image))
                 except BadRecordError as exc:
                     image = record.get("image") if isinstance(record, dict) else None
@@ -211,15 +220,34 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
             counts = format_counts(dict(self.skipped_up_front))
             print(f"{self.num_records} records, {len(bad)} skipped" + (f": {counts}" if counts else "")
                   + f" ({len(good)} kept, {int(has_image.sum())} with images; data: {cfg.data_path})", flush=True)
+            if get_template(cfg.template).vuser_role is not None:
+                print(self._vuser_summary([g[0] for g in good if g[4] is not None]), flush=True)
         else:
             self.bad_samples.adopt(bad)
         if not good:
             raise ValueError(f"no usable training record in {cfg.data_path} ({self.num_records} records, all bad)")
 
-    def _check_record(self, record: dict, has_image: bool, index: int, fits: dict) -> None:
+    def _vuser_summary(self, image_indices: list[int]) -> str:
+        """How many questions the first epoch turns into VUSER turns: the same draws as `apply_self_questioning`
+        (one per question after the first, from `sq_rng(seed, 0, index)`), without rendering anything."""
+        cfg = self.config
+        eligible = [(i, self._sq_eligible.get(i, 0)) for i in image_indices]
+        total = sum(n for _, n in eligible)
+        vuser = 0
+        if cfg.sq_r > 0:
+            for index, n in eligible:
+                if n:
+                    rng = sq_rng(cfg.seed, 0, index)
+                    vuser += sum(rng.random() < cfg.sq_r for _ in range(n))
+        share = f" ({vuser / total:.1%})" if total else ""
+        return (f"self-questioning: --sq_r {cfg.sq_r}: {vuser} of the {total} questions after the first of the "
+                f"{len(image_indices)} image samples become VUSER turns in epoch 1{share}")
+
+    def _check_record(self, record: dict, has_image: bool, index: int, fits: dict) -> int:
         """What `render_record` checks, without SQ: structure (normalize_conversations), then template fit.
         Whether the template takes the turns depends only on their kinds and where the image marker is, so
-        that answer is cached per shape (building a Conversation per record would double the scan time)."""
+        that answer is cached per shape (building a Conversation per record would double the scan time).
+        Returns how many user questions follow the first (the turns `--sq_r` may turn into VUSER turns)."""
         turns = normalize_conversations(record, has_image=has_image, index=index)
         shape = (tuple(kind for kind, _ in turns), DEFAULT_IMAGE_TOKEN in turns[0][1])
         if shape not in fits:
@@ -230,6 +258,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
                 fits[shape] = str(exc)
         if fits[shape] is not None:
             raise BadRecordError("template_mismatch", fits[shape], record_id=record.get("id"), index=index)
+        return sum(1 for j, kind in enumerate(shape[0]) if j > 0 and kind == "user")
 
     @staticmethod
     def _entry(index, record_id, image, kind, reason, path, position, stage="upfront") -> dict:

@@ -15,9 +15,10 @@ LABEL_PREFIX, LABEL_SUFFIX = "coco_pope_", ".json"
 
 
 def parse_yes_no(text: str) -> str:
-    """LLaVA's rule: keep the first sentence, drop commas; "no" if it has the word No / not / no, else "yes"."""
+    """LLaVA's rule exactly: keep the first sentence, drop commas, split on single spaces (so "No\nThere is" is
+    one word and reads "yes", as in LLaVA's eval_pope.py); "no" if a word is No / not / no, else "yes"."""
     first = text.split(".")[0] if "." in text else text
-    words = first.replace(",", "").split()
+    words = first.replace(",", "").split(" ")
     return "no" if {"No", "not", "no"} & set(words) else "yes"
 
 

@@ -19,6 +19,8 @@ class FlagError(ValueError):
     """Flags that are invalid alone or contradict each other; the message names the flag(s)."""
 
 
+SQ_R_REFERENCE_DEFAULT = 0.3  # the reference train.py's sq_r default (the scripts pass 0.5)
+
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "LM weights (hub id or dir)."})
@@ -52,7 +54,9 @@ class DataArguments:
     image_folder: str | None = field(default=None, metadata={"help": "Root that record image paths resolve to."})
     lazy_preprocess: bool = field(default=True, metadata={"help": "Accepted for compatibility; always lazy."})
     image_aspect_ratio: str = field(default="square", metadata={"help": "square, pad or resize."})
-    sq_r: float = field(default=0.0, metadata={"help": "Probability a later question turn becomes VUSER."})
+    sq_r: float | None = field(default=None, metadata={
+        "help": "Probability that a question after the first of an image sample becomes a VUSER turn (v1_sq). "
+                f"Default: {SQ_R_REFERENCE_DEFAULT} with --version v1_sq (the reference's), else 0."})
     data_aug: bool = field(default=False, metadata={"help": "Random crop/flip/RandAugment on images (SPEC 5)."})
     bad_sample_policy: str = field(default="skip", metadata={"help": "skip (log and replace) or error."})
     max_missing_images: float = field(default=0.1, metadata={
@@ -121,6 +125,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     )
     if unknown:
         raise FlagError(f"unknown flag(s) or stray value(s): {' '.join(unknown)}")
+    if data_args.sq_r is None:  # the reference's default for v1_sq; a template without VUSER has nothing to draw
+        vuser = model_args.version in conv_templates and conv_templates[model_args.version].vuser_role is not None
+        data_args.sq_r = SQ_R_REFERENCE_DEFAULT if vuser else 0.0
     validate(model_args, data_args, training_args)
     return model_args, data_args, training_args
 
