@@ -1,13 +1,22 @@
 # Launcher shared by pretrain.sh and lora_instruct_tuning.sh (sourced after they set their defaults).
 # Reads NUM_GPUS NNODES PER_DEVICE_BATCH GLOBAL_BATCH DEVICE DS_CONFIG PYTHON LAUNCHER HOSTFILE NODE_RANK
-# MASTER_ADDR MASTER_PORT RDZV_ENDPOINT RDZV_ID NUM_WORKERS RESUME SAVE_STEPS SAVE_TOTAL_LIMIT DRY_RUN;
-# defines GRAD_ACCUM and `launch_training STAGE_ARGS...` (the caller's EXTRA_ARGS go last, so they win).
+# MASTER_ADDR MASTER_PORT RDZV_ENDPOINT RDZV_ID NUM_WORKERS RESUME SAVE_STEPS SAVE_TOTAL_LIMIT DRY_RUN (and
+# RECIPE / RECIPE_FILE / RECIPE_KEPT from scripts/recipe.sh, for the summary line); defines GRAD_ACCUM,
+# `launch_need_file PATH MESSAGE` and `launch_training STAGE_ARGS...` (the caller's EXTRA_ARGS go last, so they win).
 #
 # The global batch is the recipe's and is kept whatever the cluster: processes = nodes x GPUs per node, and
 #   gradient accumulation = GLOBAL_BATCH / (processes x PER_DEVICE_BATCH).
 # Where processes x PER_DEVICE_BATCH exceeds GLOBAL_BATCH, the per-device batch shrinks (a line says so).
 
 launch_error() { echo "error: $*" >&2; exit 2; }
+launch_dry_run() { [[ -n ${DRY_RUN:-} && $DRY_RUN != 0 ]]; }
+# launch_need_file PATH MESSAGE: a real run stops with MESSAGE where PATH does not exist; DRY_RUN only notes it
+# (the command of a later stage can be printed before the earlier stage has written its output).
+launch_need_file() {
+  [[ -e $1 ]] && return 0
+  if launch_dry_run; then echo "[launch] note (DRY_RUN): $1 does not exist yet; a real run stops here" >&2
+  else launch_error "$2"; fi
+}
 
 # GPUs per node: the hostfile's slots (deepspeed launcher), else NUM_GPUS, else those visible on this node.
 visible_gpus() {
@@ -115,6 +124,9 @@ fi
 launch_training() {
   local cmd=("${LAUNCH[@]}" "${DS_ARGS[@]}" "$@" --per_device_train_batch_size "$PER_DEVICE_BATCH"
              --gradient_accumulation_steps "$GRAD_ACCUM" "${SAVE_ARGS[@]}" "${DEVICE_ARGS[@]}" "${EXTRA_ARGS[@]}")
+  if [[ -n ${RECIPE_FILE:-} ]]; then
+    echo "[launch] recipe $RECIPE ($(recipe_show "$RECIPE_FILE"))${RECIPE_KEPT:+; your environment kept: $RECIPE_KEPT}" >&2
+  fi
   echo "[launch] $LAUNCHER: $NNODES node(s) x $NUM_GPUS GPU(s) = $WORLD processes, per-device batch $PER_DEVICE_BATCH x accumulation $GRAD_ACCUM x $WORLD = global batch $GLOBAL_BATCH" >&2
-  if [[ -n ${DRY_RUN:-} && $DRY_RUN != 0 ]]; then printf '%q ' "${cmd[@]}"; echo; else exec "${cmd[@]}"; fi
+  if launch_dry_run; then printf '%q ' "${cmd[@]}"; echo; else exec "${cmd[@]}"; fi
 }

@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 # Variables a developer's shell may hold that would change what the scripts print.
 LAUNCH_VARS = ("NUM_GPUS", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "HOSTFILE", "LAUNCHER", "RESUME",
                "RDZV_ENDPOINT", "RDZV_ID", "PER_DEVICE_BATCH", "GLOBAL_BATCH", "VIT_LORA", "SAVE_STEPS",
-               "CUDA_VISIBLE_DEVICES", "DEVICE", "PRETRAIN_DIR")
+               "CUDA_VISIBLE_DEVICES", "DEVICE", "PRETRAIN_DIR", "DRY_RUN",
+               # what a recipe (scripts/recipes/*.env) or its variables would change
+               "RECIPE", "RECIPE_DIR", "MODEL", "VISION_TOWER", "DATA_PATH", "IMAGE_FOLDER", "OUTPUT_DIR",
+               "PROJECTOR", "LR", "EPOCHS", "LORA_R", "LORA_ALPHA", "VIT_LORA_R", "VIT_LORA_ALPHA", "VISION_TOWER_LR",
+               "PROJECTOR_LR", "SQ_R", "IMAGE_ASPECT_RATIO", "DS_CONFIG", "SAVE_TOTAL_LIMIT")
 CPU_FLAGS = ["--use_cpu", "True", "--bf16", "False", "--tf32", "False"]
 
 
@@ -33,7 +37,7 @@ def _forget_deepspeed_config():
 def run_script(script: str, cwd: Path, *args: str, path_prepend: Path | None = None,
                **env: str) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS and not k.startswith("SLURM_")}
-    full_env.update(DRY_RUN="1", **env)
+    full_env.update({"DRY_RUN": "1", **env})  # env may turn DRY_RUN off (a real run that must stop early)
     if path_prepend is not None:
         full_env["PATH"] = f"{path_prepend}:{full_env['PATH']}"
     return subprocess.run(["bash", str(REPO / script), *args], capture_output=True, text=True, env=full_env,
