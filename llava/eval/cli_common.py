@@ -29,12 +29,14 @@ ImageSource = str | os.PathLike | bytes | Image.Image
 
 
 # ---------------------------------------------------------------------- flags
-def add_question_args(parser: argparse.ArgumentParser, *, question_file_required: bool = True) -> None:
+def add_question_args(parser: argparse.ArgumentParser, *, question_file_required: bool = True,
+                      answers_aliases: Sequence[str] = ()) -> None:
+    """`answers_aliases`: more names for --answers-file (visual_qa's --output)."""
     g = parser.add_argument_group("questions and answers")
     g.add_argument("--image-folder", "--image_folder", dest="image_folder", default="")
     g.add_argument("--question-file", "--question_file", "--questions-file", dest="question_file",
                    required=question_file_required)
-    g.add_argument("--answers-file", "--answers_file", dest="answers_file", required=True,
+    g.add_argument("--answers-file", "--answers_file", *answers_aliases, dest="answers_file", required=True,
                    help="JSONL output; resumed if it exists (see --overwrite); settings go to <file>.meta.json")
     g.add_argument("--num-chunks", "--num_chunks", dest="num_chunks", type=int, default=1)
     g.add_argument("--chunk-idx", "--chunk_idx", dest="chunk_idx", type=int, default=0)
