@@ -1,4 +1,5 @@
-"""Checkpoint tools: LoRA merge (ViT LoRA kept, training dtype), projector extraction, HF Llava export round trip."""
+"""Checkpoint tools: LoRA merge (ViT LoRA kept, training dtype), projector extraction, HF Llava export round trip,
+the export's processor and chat template."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessor, LlavaForConditionalGeneration
 
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.model import compat, lora
+from llava.conversation import conv_templates, get_template
+from llava.model import compat, export, lora
 from llava.model.builder import load_pretrained_model, save_pretrained_llava
 from llava.model.export import from_hf
 
@@ -88,3 +93,122 @@ def test_hf_llava_export_round_trip(tmp_path, tiny_model_factory, tiny_foundatio
     with torch.no_grad():
         again = back(input_ids=ours_ids, pixel_values=pixels).logits
     torch.testing.assert_close(again[..., :vocab], ours, rtol=1e-5, atol=1e-5)
+
+
+def _hf_messages(turns: list[tuple[str, str, int]]) -> list[dict]:
+    """HF chat messages from (role, text, n_images) turns; images come as content parts."""
+    messages = []
+    for role, text, n_images in turns:
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
+        messages.append({"role": role, "content": content if n_images else text})
+    return messages
+
+
+def _our_prompt(conv_mode: str, turns: list[tuple[str, str, int]], placeholder: str = "<image>",
+                cue: bool = True) -> str:
+    """The same turns rendered by llava.conversation, images written as our engine writes them."""
+    conv = get_template(conv_mode)
+    conv.reset_messages()
+    names = {"user": conv.roles[0], "assistant": conv.roles[1], "vuser": conv.vuser_role}
+    for role, text, n_images in turns:
+        if role == "system":
+            conv.system = text
+        else:
+            conv.append_message(names[role], (placeholder + "\n") * n_images + text)
+    if cue:
+        conv.append_message(conv.roles[1], None)
+    return conv.get_prompt()
+
+
+_TURNS = {
+    "one_image": [("user", "What is in the picture?", 1)],
+    "multi_turn": [("user", "Describe it.", 1), ("assistant", "A red square.", 0), ("user", "Why?", 0)],
+    "no_image_system": [("system", "Be brief.", 0), ("user", "Hello there", 0)],
+    "two_images": [("user", "Compare them.", 2), ("assistant", "Same.", 0), ("user", "Sure?", 0)],
+}
+
+
+@pytest.mark.parametrize("turns", sorted(_TURNS))
+@pytest.mark.parametrize("conv_mode", sorted(conv_templates))
+def test_chat_template_renders_our_templates(conv_mode, turns, tokenizer_dir_legacy):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir_legacy)
+    for cue in (True, False):
+        for placeholder in ("<image>", "<im_start><image><im_end>"):
+            template = export.chat_template(conv_mode, placeholder)
+            rendered = tokenizer.apply_chat_template(_hf_messages(_TURNS[turns]), chat_template=template,
+                                                     tokenize=False, add_generation_prompt=cue)
+            assert rendered == _our_prompt(conv_mode, _TURNS[turns], placeholder, cue)
+
+
+def test_chat_template_vuser_and_unknown_templates(tokenizer_dir_legacy):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir_legacy)
+    turns = [("user", "Describe it.", 1), ("assistant", "A cat.", 0), ("vuser", "Is it asleep?", 0),
+             ("assistant", "Yes.", 0)]
+    rendered = tokenizer.apply_chat_template(_hf_messages(turns), chat_template=export.chat_template("v1_sq"),
+                                             tokenize=False, add_generation_prompt=True)
+    assert rendered == _our_prompt("v1_sq", turns)
+    with pytest.raises(Exception, match="roles are"):  # no VUSER role in v1
+        tokenizer.apply_chat_template(_hf_messages(turns), chat_template=export.chat_template("v1"), tokenize=False)
+    with pytest.raises(export.ExportError, match="unknown conv_mode 'v9'.*v1_sq"):
+        export.chat_template("v9")
+
+
+def test_export_refuses_non_mlp2x_projectors(tiny_model_factory, tiny_foundation):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_foundation["lm"])
+    for projector in ("cluster", "linear"):
+        with pytest.raises(export.ExportError, match=r"only mlp2x_gelu exports natively.*our engine.*vLLM"):
+            export.to_hf(tiny_model_factory(projector, seed=1), tokenizer)
+
+
+def test_hf_export_runs_with_transformers_processor(tmp_path, tiny_model_factory, tiny_foundation, capsys):
+    """AutoProcessor + LlavaForConditionalGeneration alone reproduce our engine's prompt, ids and greedy answer
+    (a `pad` model, a square image: padding is a no-op)."""
+    from llava.inference.engine import GenerationSettings, InferenceEngine
+
+    model = tiny_model_factory("mlp2x_gelu", seed=12, image_aspect_ratio="pad", conv_mode="v1_sq")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_foundation["lm"])
+    save_pretrained_llava(model, tmp_path / "ours", tokenizer, CLIPImageProcessor.from_pretrained(tiny_foundation["tower"]))
+    pixels = np.random.default_rng(3).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    question = "What is shown in this picture?"
+    max_new = 12
+
+    # ours, before the export: the engine's prompt, ids and greedy answer
+    engine = InferenceEngine.from_pretrained(tmp_path / "ours", device="cpu", attn_implementation="sdpa")
+    assert engine.conv_mode == "v1_sq"
+    request = engine.request(question, image)
+    our_prompt = request.conversation.get_prompt()
+    our_ids = engine.tokenize(request)
+    our_pixels = engine.pixel_values([image])
+    with torch.no_grad():
+        our_new = engine.model.generate(input_ids=torch.tensor([our_ids]), pixel_values=our_pixels,
+                                        max_new_tokens=max_new, do_sample=False)[0].tolist()
+    our_answer = engine.generate([request], GenerationSettings(max_new_tokens=max_new))[0]
+    multi = [("user", "Describe it.", 1), ("assistant", "A red square.", 0), ("user", "Why?", 0)]
+    our_multi = _our_prompt("v1_sq", multi)
+
+    capsys.readouterr()
+    export.main(["--model-path", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
+    err = capsys.readouterr().err
+    assert "image_aspect_ratio=pad" in err and "expand2square" in err and "square images" in err
+    assert "expand2square" in (tmp_path / "hf" / "README.md").read_text()
+
+    # transformers only from here on
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tmp_path / "hf")
+    hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt == our_prompt
+    assert processor.apply_chat_template(_hf_messages(multi), add_generation_prompt=True) == our_multi
+
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    image_id = hf.config.image_token_index
+    assert inputs["input_ids"][0].tolist() == [image_id if t == IMAGE_TOKEN_INDEX else t for t in our_ids]
+    torch.testing.assert_close(inputs["pixel_values"], our_pixels)
+    with torch.no_grad():
+        out = hf.generate(**inputs, max_new_tokens=max_new, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    assert new == our_new
+    assert processor.decode(new, skip_special_tokens=True).strip() == our_answer
