@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Captioning sweep of the original README: one model over the 7 caption sets, then one results table.
-#   MODEL_PATH=./checkpoints/sqllava-lora-7b MODEL_BASE=lmsys/vicuna-7b-v1.5 bash experiments.sh
+#   MODEL_PATH=./checkpoints/sqllava-lora-7b \
+#   MODEL_BASE=./checkpoints/ShareGPT4V-7B_Pretrained_vit-large336-l12_vicuna-7b-v1.5 bash experiments.sh
+# The released sqllava-lora-7b was trained on ShareGPT4V's stage-1 LLM, not lmsys/vicuna-7b-v1.5 (same shapes: a
+# wrong base loads and scores worse, silently); bash scripts/download_models.sh fetches checkpoint, base and tower.
 # Sets (folders under playground/data/eval/caption/, each with questions.jsonl, references.json, images/):
 #   coco_karpathy_test flickr30k_test nocaps_in nocaps_near nocaps_out conceptual concadia
 # Trailing arguments (and EXTRA_ARGS) reach every answering run, e.g. bash experiments.sh --load-4bit.

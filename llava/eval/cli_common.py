@@ -20,7 +20,7 @@ from PIL import Image
 from llava.data.reader import read_records
 from llava.eval.answer_file import AnswerFile, question_key
 from llava.inference.engine import GenerationSettings, InferenceEngine
-from llava.inference.flags import decoding_from_args, load_engine, sq_from_args
+from llava.inference.flags import decoding_from_args, load_engine_or_exit, sq_from_args
 from llava.inference.self_questioning import SQSettings, answer_with_self_questioning
 from llava.mm_utils import ImageLoadError, load_image
 
@@ -154,6 +154,7 @@ def run_fingerprint(args: argparse.Namespace, engine: InferenceEngine, entry_poi
         "model_path": str(args.model_path),
         "model_base": args.model_base,
         "lora_pretrain": args.lora_pretrain,
+        **({"vision_tower": args.vision_tower} if getattr(args, "vision_tower", None) else {}),
         "conv_mode": engine.conv_mode,
         "image_aspect_ratio": engine.image_aspect_ratio,
         "decoding": decoding,
@@ -190,7 +191,7 @@ def run_jobs(
         writer.path.touch()  # an empty chunk (more chunks than questions) still leaves its file for the merge
         writer.close()
         return writer
-    engine = engine or load_engine(args)
+    engine = engine or load_engine_or_exit(args)
     settings = decoding_from_args(args)
     context = RunContext(engine, settings, sq_from_args(args, settings), args.batch_size,
                          model_name_from_path(args.model_path))

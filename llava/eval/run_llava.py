@@ -37,7 +37,7 @@ def open_image(source: str) -> Image.Image:
 def main(argv: Sequence[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     images = [open_image(s.strip()) for s in args.image_file.split(args.sep) if s.strip()]
-    engine = flags.load_engine(args)
+    engine = flags.load_engine_or_exit(args)
     settings = flags.decoding_from_args(args)
     sq = flags.sq_from_args(args, settings)
     if sq is not None:

@@ -151,6 +151,7 @@ class InferenceEngine:
         conv_mode: str | None = None,
         image_aspect_ratio: str | None = None,
         attn_implementation: str = "auto",
+        vision_tower: str | Path | None = None,
     ) -> InferenceEngine:
         """Load any supported checkpoint format with `load_pretrained_model` and wrap it; `auto` attention is
         FlashAttention-2 where it runs on `device`, else SDPA (one line on stderr says which and why)."""
@@ -162,12 +163,13 @@ class InferenceEngine:
         announce(attn_implementation, why)
         tokenizer, model, processor, context_len = load_pretrained_model(
             model_path, model_base, load_4bit=load_4bit, load_8bit=load_8bit, device=device, dtype=dtype,
-            attn_implementation=attn_implementation, lora_pretrain=lora_pretrain,
+            attn_implementation=attn_implementation, lora_pretrain=lora_pretrain, vision_tower=vision_tower,
         )
         source = {
             "model_path": str(model_path),
             "model_base": str(model_base) if model_base else None,
             "lora_pretrain": str(lora_pretrain) if lora_pretrain else None,
+            **({"vision_tower": str(vision_tower)} if vision_tower else {}),
             "load_4bit": load_4bit,
             "load_8bit": load_8bit,
         }

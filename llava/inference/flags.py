@@ -69,8 +69,8 @@ DEMO_QUESTIONS = SQDefaults(n_shot=None, temperature=1.2, top_p=0.95, top_k=300,
 
 # ---------------------------------------------------------------------- flags
 def add_model_args(parser: argparse.ArgumentParser, defaults: Defaults = BENCHMARK) -> None:
-    """Which checkpoint to load and how: --model-path, --model-base, --lora-pretrain, --conv-mode, preprocessing,
-    device, dtype, 4/8-bit quantisation (exclusive)."""
+    """Which checkpoint to load and how: --model-path, --model-base, --vision-tower, --lora-pretrain, --conv-mode,
+    preprocessing, device, dtype, 4/8-bit quantisation (exclusive)."""
     g = parser.add_argument_group("model")
     if defaults.model_path_required:
         g.add_argument("--model-path", "--model_path", dest="model_path", required=True, help="checkpoint directory")
@@ -78,7 +78,12 @@ def add_model_args(parser: argparse.ArgumentParser, defaults: Defaults = BENCHMA
         g.add_argument("--model-path", "--model_path", dest="model_path", default=None,
                        help=f"checkpoint directory (default: {QUICKSTART_CHECKPOINT}, built by scripts/quickstart.sh)")
     g.add_argument("--model-base", "--model_base", dest="model_base", default=None,
-                   help="base LLM for projector-only and LoRA checkpoints")
+                   help="base LLM for projector-only and LoRA checkpoints (default for LoRA: the adapter's recorded "
+                        "base; the released ZachSun/sqllava-lora-7b needs "
+                        "Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12_vicuna-7b-v1.5)")
+    g.add_argument("--vision-tower", "--vision_tower", dest="vision_tower", default=None,
+                   help="CLIP tower folder or hub id replacing config.json's mm_vision_tower (e.g. a path that "
+                        "existed only on the machine that trained the checkpoint)")
     g.add_argument("--lora-pretrain", "--lora_pretrain", dest="lora_pretrain", default=None,
                    help="Vit-lora folder (default: <model-path>/Vit-lora when present)")
     g.add_argument("--conv-mode", "--conv_mode", dest="conv_mode", default=None,
@@ -193,6 +198,7 @@ def load_engine(args: argparse.Namespace) -> InferenceEngine:
     """The engine for the model flags; raises MissingModelError (with the build hint) when there is no model."""
     return InferenceEngine.from_pretrained(
         resolve_model_path(args.model_path), args.model_base, lora_pretrain=args.lora_pretrain,
+        vision_tower=getattr(args, "vision_tower", None),
         load_4bit=args.load_4bit, load_8bit=args.load_8bit, device=args.device, dtype=args.dtype,
         conv_mode=args.conv_mode, image_aspect_ratio=args.image_aspect_ratio,
         attn_implementation=getattr(args, "attn_implementation", "auto"),

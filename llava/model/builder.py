@@ -6,13 +6,17 @@ Formats (SPEC 3.7, 4.4, 4.5):
 - projector: config.json + mm_projector.bin (stage-1 output); the LLM comes from `model_base`
 - lora:      config.json + adapter_config.json + adapter_model.* + non_lora_trainables.* (+ Vit-lora/);
              the LLM comes from `model_base` (or the adapter's recorded base)
-A `Vit-lora/` folder next to any of them is applied automatically.
+A `Vit-lora/` folder next to any of them is applied automatically. `vision_tower` replaces config.json's
+`mm_vision_tower`. A LoRA checkpoint recognised as a released one is checked against the base it was trained on
+(llava/model/released.py): a different base of the same shape is warned about, one of another shape is an error
+naming the right base, and paths that do not exist here are errors naming the flag that replaces them.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -25,11 +29,10 @@ from transformers import (
 )
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
-from llava.model import compat, lora
+from llava.model import compat, lora, released
 from llava.model.config import (
     CheckpointFormatError,
     config_from_dict,
-    load_llava_config,
     read_config_dict,
     vision_config_of,
 )
@@ -120,6 +123,7 @@ def load_vision_tower(config: PretrainedConfig, checkpoint: Path | None, dtype: 
     vision_config = vision_config_of(config)
     if tower_state and vision_config is None and getattr(config, "mm_vision_tower", None):
         # Reference merged checkpoints store tower weights but only name the tower's config (D13: use them).
+        _check_tower_exists(config, checkpoint)
         vision_config = CLIPVisionConfig.from_pretrained(config.mm_vision_tower)
         config.mm_vision_config = vision_config.to_dict()
     if tower_state and vision_config is not None:
@@ -136,9 +140,71 @@ def load_vision_tower(config: PretrainedConfig, checkpoint: Path | None, dtype: 
     name = getattr(config, "mm_vision_tower", None)
     if not name:
         raise CheckpointFormatError("config names no vision tower (mm_vision_tower) and holds no tower weights")
+    _check_tower_exists(config, checkpoint)
     tower = CLIPVisionTower.from_pretrained(name, *select, dtype=dtype)
     config.mm_vision_config = tower.config.to_dict()
     return tower
+
+
+def _check_tower_exists(config: PretrainedConfig, checkpoint: Path | None) -> None:
+    """A tower named by a local path that is not on this machine (e.g. the authors' /home/...): an error naming
+    --vision-tower, instead of the hub's complaint about an invalid repo id."""
+    name = getattr(config, "mm_vision_tower", None)
+    if released.is_missing_local_path(name):
+        raise CheckpointFormatError(released.missing_tower_message(checkpoint, str(name)))
+
+
+def _base_config(lm_source: str | Path) -> dict | None:
+    """The base LM's config.json as a dict (local folder, or the hub when reachable); None when unreadable."""
+    try:
+        if Path(lm_source).is_dir():
+            return read_config_dict(lm_source)
+        data, _ = PretrainedConfig.get_config_dict(str(lm_source))
+        return data
+    except Exception:  # offline or unknown: loading the weights reports it
+        return None
+
+
+def _resolve_base(path: Path, fmt: CheckpointFormat, config_data: dict, config: PretrainedConfig,
+                  model_base: str | Path | None, vision_tower: str | Path | None) -> tuple[str | Path, str]:
+    """The LM source of a projector or LoRA checkpoint (`model_base`, else the adapter's recorded base) and the
+    hint naming the base the checkpoint was trained on (for shape errors). Paths that do not exist here are one
+    error naming the flags that replace them; a released checkpoint on another base is a warning (same shapes)
+    or an error (other shapes) naming the right base."""
+    adapter_base = lora.adapter_base_path(path) if fmt is CheckpointFormat.LORA else None
+    found = released.identify(path, config_data, adapter_base) if fmt is CheckpointFormat.LORA else None
+    entry, how = found if found else (None, "")
+    problems = []
+    if model_base:
+        lm_source, given_by = model_base, "--model-base"
+        if released.is_missing_local_path(model_base):
+            problems.append(f"--model-base {model_base} does not exist")
+    elif adapter_base:
+        lm_source, given_by = adapter_base, f"the base recorded in {path / 'adapter_config.json'}"
+        if released.is_missing_local_path(adapter_base):
+            problems.append(released.missing_base_message(path, adapter_base, entry))
+    else:
+        raise CheckpointFormatError(
+            f"{path} is a {fmt.value} checkpoint: pass --model-base with the language model it was trained on"
+        )
+    tower = getattr(config, "mm_vision_tower", None)
+    if vision_tower and released.is_missing_local_path(vision_tower):
+        problems.append(f"--vision-tower {vision_tower} does not exist")
+    elif released.is_missing_local_path(tower):
+        problems.append(released.missing_tower_message(path, str(tower), entry))
+    if problems:
+        raise CheckpointFormatError("; ".join(problems))
+    hint = released.right_base_hint(entry, adapter_base, lm_source)
+    base_config = _base_config(lm_source)
+    differences = released.shape_mismatch(base_config, config_data) if base_config else []
+    if differences:
+        raise CheckpointFormatError(
+            f"{given_by} {lm_source} does not fit {path}: {', '.join(differences)} (base vs {path / 'config.json'})"
+            f"{hint or ': pass --model-base with the language model it was trained on'}"
+        )
+    if entry is not None and not released.same_model(lm_source, entry.base):
+        print(released.wrong_base_warning(path, entry, how, lm_source, given_by), file=sys.stderr, flush=True)
+    return lm_source, hint
 
 
 def _load_projector_state(model: LlavaLlamaForCausalLM, state: dict, source: Path) -> None:
@@ -162,27 +228,32 @@ def load_pretrained_model(
     attn_implementation: str = "sdpa",
     lora_pretrain: str | Path | None = None,
     merge_lora: bool = True,
+    vision_tower: str | Path | None = None,
 ):
     """Return `(tokenizer, model, image_processor, context_len)` for any supported checkpoint format.
 
     `model_name` is accepted for compatibility and ignored: the format is read from the files.
     `lora_pretrain` points at a Vit-lora folder; `<model_path>/Vit-lora` is used when it exists.
+    `vision_tower` (a folder or hub id) replaces config.json's `mm_vision_tower`, e.g. a path on the machine that
+    trained the checkpoint; a full checkpoint's own tower weights are still used.
     """
     del model_name
     path = Path(model_path)
     fmt = detect_format(path)
-    config = load_llava_config(path)
+    config_data = read_config_dict(path)
+    config = config_from_dict(config_data)
+    if vision_tower:
+        config.mm_vision_tower = str(vision_tower)
     torch_dtype = _resolve_dtype(dtype, device)
     quantization = quantization_config(4 if load_4bit else 8 if load_8bit else None, torch_dtype)
 
+    hint = ""
     if fmt is CheckpointFormat.FULL:
         lm_source = path
+        if vision_tower and released.is_missing_local_path(vision_tower):
+            raise CheckpointFormatError(f"--vision-tower {vision_tower} does not exist")
     else:
-        lm_source = model_base or (lora.adapter_base_path(path) if fmt is CheckpointFormat.LORA else None)
-        if not lm_source:
-            raise CheckpointFormatError(
-                f"{path} is a {fmt.value} checkpoint: pass --model-base with the language model it was trained on"
-            )
+        lm_source, hint = _resolve_base(path, fmt, config_data, config, model_base, vision_tower)
     language_model = load_language_model(lm_source, config, torch_dtype, attn_implementation, quantization, device_map)
     tower = load_vision_tower(config, path if fmt is CheckpointFormat.FULL else None, torch_dtype)
     model = LlavaLlamaForCausalLM(config, language_model=language_model, vision_tower=tower)
@@ -201,7 +272,12 @@ def load_pretrained_model(
             result = model.load_state_dict(others, strict=False)
             if result.unexpected_keys:
                 raise CheckpointFormatError(f"{path}: non-LoRA tensors not in the model: {result.unexpected_keys[:4]}")
-        lora.load_llm_adapter(model, path, merge=merge_lora)
+        try:
+            lora.load_llm_adapter(model, path, merge=merge_lora)
+        except lora.AdapterMismatchError as err:
+            if not hint:
+                raise
+            raise lora.AdapterMismatchError(f"{err}{hint}") from err
 
     vit_dir = Path(lora_pretrain) if lora_pretrain else path / compat.VIT_LORA_DIR
     if lora_pretrain and not vit_dir.is_dir():

@@ -1,6 +1,13 @@
 # Shared settings for scripts/eval/*.sh (sourced, not run). Override any of them from the environment:
 #   MODEL_PATH   checkpoint to evaluate (full, stage-1 or LoRA dir)     default ./checkpoints/sqllava-lora-7b
-#   MODEL_BASE   LLM base for LoRA / projector checkpoints              default: none (full checkpoints)
+#   MODEL_BASE   LLM base for LoRA / projector checkpoints              default: none (full checkpoints; a LoRA
+#                checkpoint's adapter_config.json base). The released ZachSun/sqllava-lora-7b needs ShareGPT4V's
+#                stage-1 LLM, NOT lmsys/vicuna-7b-v1.5 (same shapes: it would load and score worse, silently):
+#                MODEL_BASE=./checkpoints/ShareGPT4V-7B_Pretrained_vit-large336-l12_vicuna-7b-v1.5
+#                (or Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12_vicuna-7b-v1.5; 13B: the -13B_..._vicuna-13b-v1.5
+#                one); bash scripts/download_models.sh fetches checkpoint, base and tower into ./checkpoints
+#   VISION_TOWER CLIP tower replacing the checkpoint's mm_vision_tower (--vision-tower), e.g. when config.json
+#                names a path on the machine that trained it: ./checkpoints/ShareGPT4V-7B_Pretrained_vit-large336-l12
 #   LORA_PRETRAIN  a Vit-lora dir (MODEL_PATH/Vit-lora is used automatically when present)
 #   CKPT         name used for answer folders                            default basename of MODEL_PATH
 #   CONV_MODE    template; default: the one training recorded in the checkpoint's config.json (conv_mode:
@@ -45,6 +52,10 @@ fi
 
 MODEL_ARGS=(--model-path "$MODEL_PATH" --device "$DEVICE" --batch-size "$BATCH_SIZE" --temperature 0)
 [ -n "${MODEL_BASE:-}" ] && MODEL_ARGS+=(--model-base "$MODEL_BASE")
+if [ -n "${VISION_TOWER:-}" ]; then  # the training scripts read a VISION_TOWER too: say that it applies here
+  MODEL_ARGS+=(--vision-tower "$VISION_TOWER")
+  echo "[eval] VISION_TOWER=$VISION_TOWER replaces the checkpoint's mm_vision_tower (--vision-tower)" >&2
+fi
 [ -n "${LORA_PRETRAIN:-}" ] && MODEL_ARGS+=(--lora_pretrain "$LORA_PRETRAIN")
 [ -n "${CONV_MODE:-}" ] && MODEL_ARGS+=(--conv-mode "$CONV_MODE")
 # EXTRA_ARGS (split on whitespace) then the sourcing script's own arguments: appended last by run_sharded.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The 12 LLaVA-1.5 benchmarks for one model, then one results table (results/<ckpt>_benchmarks.{md,json}).
-#   MODEL_PATH=... MODEL_BASE=... bash scripts/eval/benchmarks.sh
+#   MODEL_PATH=... MODEL_BASE=... [VISION_TOWER=...] bash scripts/eval/benchmarks.sh   # variables: scripts/eval/_common.sh
 #   BENCHMARKS="pope textvqa sqa" bash scripts/eval/benchmarks.sh      # a subset
 #   bash scripts/eval/benchmarks.sh --load-4bit     # trailing arguments (and EXTRA_ARGS) go to every answering run
 # Locally scored: SQA-IMG, TextVQA, POPE (and SEED per type); the others produce their submission files.
