@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from llava.data.reader import read_records
-from llava.eval.answer_file import AnswerFile, question_key
+from llava.eval.answer_file import AnswerFile, AnswerFileError, question_key
+from llava.eval.protocol import DEFAULT_PROTOCOL, add_protocol_args, parse_args  # noqa: F401 (entry points' API)
 from llava.inference.engine import GenerationSettings, InferenceEngine
 from llava.inference.flags import decoding_from_args, load_engine_or_exit, sq_from_args
 from llava.inference.self_questioning import SQSettings, answer_with_self_questioning
@@ -145,12 +146,15 @@ Answerer = Callable[[RunContext, list[Job], list[tuple]], list[dict[str, Any]]]
 
 def run_fingerprint(args: argparse.Namespace, engine: InferenceEngine, entry_point: str,
                     settings: GenerationSettings, sq: SQSettings | None, extra: dict[str, Any] | None) -> dict[str, Any]:
-    """What must not change between a run and its resumption (batch size and workers may)."""
+    """What must not change between a run and its resumption (batch size and workers may). The protocol is named
+    only when not the default, so that answer files written before --protocol existed still resume."""
     decoding = settings.as_dict()
     if not settings.do_sample:
         decoding.pop("seed")
+    protocol = getattr(args, "protocol", DEFAULT_PROTOCOL)
     return {
         "entry_point": entry_point,
+        **({"protocol": protocol} if protocol != DEFAULT_PROTOCOL else {}),
         "model_path": str(args.model_path),
         "model_base": args.model_base,
         "lora_pretrain": args.lora_pretrain,
@@ -166,6 +170,25 @@ def run_fingerprint(args: argparse.Namespace, engine: InferenceEngine, entry_poi
     }
 
 
+def protocol_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The protocol of a run for its meta.json: its name, what it set, and the given flags that won over it."""
+    return {"name": getattr(args, "protocol", DEFAULT_PROTOCOL), "applied": getattr(args, "protocol_applied", {}),
+            "flags_kept": getattr(args, "protocol_flags_kept", {})}
+
+
+def _check_protocol(writer: AnswerFile, protocol: str) -> None:
+    """A complete answers file is not resumed (nothing is generated, so the full fingerprint is never compared);
+    it must still not pass for another protocol's answers."""
+    recorded = (writer.read_meta() or {}).get("fingerprint")
+    if writer.n_existing and recorded is not None and recorded.get("protocol", DEFAULT_PROTOCOL) != protocol:
+        writer.close()
+        raise AnswerFileError(
+            f"{writer.path} already holds {writer.n_existing} answers made with other settings (protocol "
+            f"{recorded.get('protocol', DEFAULT_PROTOCOL)}, not {protocol}); use another --answers-file, or "
+            "--overwrite to start again"
+        )
+
+
 def run_jobs(
     args: argparse.Namespace,
     jobs: Sequence[Job],
@@ -178,7 +201,8 @@ def run_jobs(
     answerer: Answerer | None = None,
     unit: str = "q",
 ) -> AnswerFile:
-    """Chunk, skip what is answered, generate in batches, write rows (error rows for unreadable images, D4).
+    """Chunk, skip what is answered, generate in batches, write rows (error rows for unreadable images,
+    docs/reference.md#d4-missing-images-in-evaluation).
     `already_chunked`: the caller applied --num-chunks/--chunk-idx itself (MMBench chunks questions, not rounds).
     `answerer` makes each row's fields (default: `answer_rows`, the benchmark answer with its metadata)."""
     jobs = list(jobs) if already_chunked else get_chunk(list(jobs), args.num_chunks, args.chunk_idx)
@@ -187,6 +211,7 @@ def run_jobs(
     if args.limit is not None:
         pending = pending[: max(args.limit, 0)]
     if not pending:
+        _check_protocol(writer, getattr(args, "protocol", DEFAULT_PROTOCOL))
         print(f"{args.answers_file}: all {len(jobs)} questions of this chunk are answered", file=sys.stderr)
         writer.path.touch()  # an empty chunk (more chunks than questions) still leaves its file for the merge
         writer.close()
@@ -198,7 +223,7 @@ def run_jobs(
     writer.start_run(
         run_fingerprint(args, engine, entry_point, settings, context.sq, extra_fingerprint),
         {"engine": engine.info(), "batch_size": args.batch_size, "questions_in_chunk": len(jobs),
-         "questions_pending": len(pending), "args": vars(args)},
+         "questions_pending": len(pending), "protocol": protocol_record(args), "args": vars(args)},
     )
     answerer = answerer or answer_rows
     batches = [list(pending[i : i + args.batch_size]) for i in range(0, len(pending), args.batch_size)]

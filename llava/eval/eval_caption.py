@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava.eval.answer_file import answer_error, answer_text, id_key, read_jsonl
+from llava.eval.answer_file import answer_error, answer_text, id_key, meta_path, read_jsonl
 
 ID_FIELDS = ("image_id", "question_id", "image")
 _REFERENCE_FIELDS = ("captions", "references", "refs", "caption", "label")
@@ -305,6 +305,15 @@ def eval_caption(
     }
 
 
+def _answers_protocol(result_file: str) -> str | None:
+    """The protocol recorded in the answers' meta.json (None without one; merged shards have none)."""
+    try:
+        meta = json.loads(meta_path(result_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (meta.get("fingerprint") or {}).get("protocol", "ours")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.eval_caption", description=__doc__)
     parser.add_argument("--result-file", required=True, help="answer jsonl (caption in `text`)")
@@ -313,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--output-file", default=None, help="json with all metrics and counts")
     parser.add_argument(
-        "--max-words", type=int, default=None, help="cut predictions to N words (default: no cut)"
+        "--max-words", type=int, default=None,
+        help="cut predictions to N words (default: no cut; the paper protocol, as the reference's scorer: 20)",
     )
     parser.add_argument(
         "--id-field", default="auto", choices=("auto", *ID_FIELDS), help="answer field holding the image id"
@@ -326,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-spice", action="store_true", help="never try SPICE")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the JVM start)")
     args = parser.parse_args(argv)
+    if args.max_words is None and _answers_protocol(args.result_file) == "paper":
+        print("NOTE: these answers were made with --protocol paper, whose scores cut predictions to 20 words: "
+              "pass --max-words 20 to score as the reference did", file=sys.stderr)
 
     result = eval_caption(
         args.result_file,

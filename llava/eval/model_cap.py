@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_cap", description=__doc__)
     flags.add_model_args(parser)
     cc.add_question_args(parser)
+    cc.add_protocol_args(parser, "model_cap")
     flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     flags.add_sq_args(parser, flags.SQDefaults(n_shot=5, temperature=1.2, top_p=0.95, top_k=300, max_new_tokens=300))
     return parser
@@ -31,7 +32,7 @@ def jobs_from_questions(questions: Sequence[dict], image_folder: str) -> list[cc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = cc.parse_args(build_parser(), argv)
     questions = cc.read_questions(args.question_file)
     cc.run_jobs(args, jobs_from_questions(questions, args.image_folder), "model_cap")
 

@@ -14,12 +14,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa", description=__doc__)
     flags.add_model_args(parser)
     cc.add_question_args(parser)
+    cc.add_protocol_args(parser, "model_vqa")
     flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = cc.parse_args(build_parser(), argv)
     questions = cc.read_questions(args.question_file)
     cc.run_jobs(args, jobs_from_questions(questions, args.image_folder), "model_vqa")
 

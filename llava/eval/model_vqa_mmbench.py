@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa_mmbench", description=__doc__)
     flags.add_model_args(parser)
     cc.add_question_args(parser)
+    cc.add_protocol_args(parser, "model_vqa_mmbench")
     flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     parser.add_argument("--single-pred-prompt", "--single_pred_prompt", dest="single_pred_prompt", action="store_true")
     parser.add_argument("--all-rounds", "--all_rounds", dest="all_rounds", action="store_true",
@@ -91,7 +92,7 @@ def jobs_from_rows(rows: Sequence[dict[str, str]], all_rounds: bool, single_pred
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = cc.parse_args(build_parser(), argv)
     rows = read_tsv(args.question_file)
     # Chunks split questions (TSV rows), not rounds, like the reference.
     rows = cc.get_chunk(rows, args.num_chunks, args.chunk_idx)

@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     flags.add_model_args(parser)
     cc.add_question_args(parser)
+    cc.add_protocol_args(parser, "model_vqa_qbench")
     flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     parser.add_argument("--lang", default="en", choices=tuple(CHOOSE))
     return parser
@@ -40,8 +41,7 @@ def jobs_from_records(records: Sequence[dict], image_folder: str, lang: str = "e
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.conv_mode = args.conv_mode or "llava_v1"
+    args = cc.parse_args(build_parser(), argv)
     records = cc.read_questions(args.question_file)
     cc.run_jobs(args, jobs_from_records(records, args.image_folder, args.lang), "model_vqa_qbench",
                 extra_fingerprint={"lang": args.lang})

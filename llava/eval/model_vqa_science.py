@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.model_vqa_science", description=__doc__)
     flags.add_model_args(parser)
     cc.add_question_args(parser)
+    cc.add_protocol_args(parser, "model_vqa_science")
     flags.add_decoding_args(parser, flags.BENCHMARK.replace(max_new_tokens=1024))
     parser.add_argument("--single-pred-prompt", "--single_pred_prompt", dest="single_pred_prompt",
                         action="store_true", help=f"append \"\\n{SINGLE_PRED_PROMPT}\"")
@@ -42,7 +43,7 @@ def jobs_from_records(records: Sequence[dict], image_folder: str, single_pred_pr
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = cc.parse_args(build_parser(), argv)
     records = cc.read_questions(args.question_file)
     cc.run_jobs(args, jobs_from_records(records, args.image_folder, args.single_pred_prompt), "model_vqa_science",
                 extra_fingerprint={"single_pred_prompt": args.single_pred_prompt})

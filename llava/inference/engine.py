@@ -27,7 +27,8 @@ from llava.mm_utils import KeywordsStoppingCriteria, expand_image_tokens, pad_se
 
 logger = logging.getLogger(__name__)
 
-# The LLaMA-family default when a checkpoint does not name its template (benchmark scripts use v1, SPEC 7.1).
+# The LLaMA-family default when a checkpoint does not name its template (the reference evaluated with v1,
+# docs/reference.md#d10-evaluation-template).
 DEFAULT_CONV_MODE = "v1"
 
 
@@ -127,7 +128,8 @@ class InferenceEngine:
         self.image_processor = image_processor
         self.conv_mode = conv_mode or default_conv_mode(model.config)
         get_template(self.conv_mode)  # unknown names fail here, with the list of valid ones
-        # Preprocess exactly as trained unless told otherwise (the reference mixed pad and crop, D11).
+        # Preprocess exactly as trained unless told otherwise (the reference mixed pad and crop,
+        # docs/reference.md#d11-image-preprocessing-at-evaluation).
         self.image_aspect_ratio = image_aspect_ratio or getattr(model.config, "image_aspect_ratio", None) or "square"
         self.device = torch.device(device) if device is not None else model.device
         self.context_len = context_len

@@ -3,7 +3,8 @@
 Every program that generates (the benchmark entry points, `visual_sq`, the CLI chat and the web demo) adds its
 flags here; what differs between them is only the defaults each passes in (`Defaults`, `SQDefaults`): benchmarks
 decode greedily with a fixed seed, the chat samples at temperature 0.2 with a fresh seed per request, and each
-self-questioning entry point keeps the reference's question sampling (SPEC 7.2, 7.3).
+self-questioning entry point keeps the reference's question sampling (docs/reference.md#question-generation,
+docs/reference.md#test-time-self-questioning).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class SQDefaults:
 
 BENCHMARK = Defaults()
 CHAT = Defaults(temperature=0.2, max_new_tokens=512, seed=None, model_path_required=False)
-# The reference demo's question sampling (SPEC 7.2); the chat asks with the "ask" button or /ask, not with --sq.
+# The reference demo's question sampling (docs/reference.md#question-generation); the chat asks with the "ask"
+# button or /ask, not with --sq.
 DEMO_QUESTIONS = SQDefaults(n_shot=None, temperature=1.2, top_p=0.95, top_k=300, max_new_tokens=300,
                             answer_flag=False)
 
@@ -150,7 +152,8 @@ def sq_from_args(args: argparse.Namespace, answers: GenerationSettings) -> SQSet
     """SQSettings from the flags; None when the program has none, or has `--sq` and it was not given. Self-answers and the
     description use `answers` (the description with its own length); questions use the `--sq_*` sampling flags,
     or, where the program has none (its output is the questions), the main decoding flags, with a greedy
-    description."""
+    description. An evaluation protocol (llava.eval.protocol) may also set, without flags: `sq_qa_role`,
+    `sq_layout`, `sq_describe_prompt` and `sq_answer_max_new_tokens` (the self-answers' length)."""
     if not hasattr(args, "sq_conv_mode") or not getattr(args, "sq", True):
         return None  # the program has no self-questioning flags, or has `--sq` and it was not given
     if hasattr(args, "sq_temperature"):
@@ -158,12 +161,16 @@ def sq_from_args(args: argparse.Namespace, answers: GenerationSettings) -> SQSet
                                        max_new_tokens=args.sq_max_new_tokens, seed=args.seed)
     else:  # the program's output is the questions: its decoding flags sample them, the description is greedy
         questions, answers = decoding_from_args(args), GenerationSettings()
+    answer_length = getattr(args, "sq_answer_max_new_tokens", None)
     return SQSettings(
         n_shot=getattr(args, "n_shot", SQSettings.n_shot),
         questions=questions,
-        answers=answers,
+        answers=answers.replace(max_new_tokens=answer_length) if answer_length else answers,
         description=answers.replace(max_new_tokens=args.sq_description_max_new_tokens),
         conv_mode=args.sq_conv_mode,
+        describe_prompt=getattr(args, "sq_describe_prompt", None) or SQSettings.describe_prompt,
+        qa_role=getattr(args, "sq_qa_role", None) or SQSettings.qa_role,
+        layout=getattr(args, "sq_layout", None) or SQSettings.layout,
     )
 
 

@@ -1,4 +1,7 @@
-"""Test-time self-questioning (SPEC 7.2/7.3) in the training format: describe, ask K VUSER questions, answer, then ask."""
+"""Test-time self-questioning in the training format: describe, ask K VUSER questions, answer, then ask.
+
+How it differs from the reference: docs/reference.md#test-time-self-questioning.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,15 @@ from typing import Any
 from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
-from llava.conversation import Conversation, get_template
+from llava.conversation import Conversation, Segment, SeparatorStyle, get_template
 from llava.inference.engine import GenerationSettings, InferenceEngine, Request
 
 DESCRIBE_PROMPT = "Can you describe the image in detail?"
 SQ_CONV_MODE = "v1_sq"
+QA_ROLES = ("vuser", "user")  # the role of the self-asked questions in the final prompt
+# "description": questions are asked after the description (training format; the reference's loader and science);
+# "image": questions are asked in a VUSER turn that holds only the image (the reference's model_cap).
+LAYOUTS = ("description", "image")
 
 
 def _default_question_settings() -> GenerationSettings:
@@ -22,7 +29,7 @@ def _default_question_settings() -> GenerationSettings:
 
 @dataclasses.dataclass
 class SQSettings:
-    """How the self-questioning context is made. `questions` samples the VUSER questions (SPEC 7.3 loader defaults);
+    """How the self-questioning context is made. `questions` samples the VUSER questions (the reference loader's defaults);
     `answers` answers them and `description` writes the first turn (both greedy unless told otherwise)."""
 
     n_shot: int = 3
@@ -31,19 +38,33 @@ class SQSettings:
     description: GenerationSettings = dataclasses.field(default_factory=lambda: GenerationSettings(max_new_tokens=1024))
     conv_mode: str = SQ_CONV_MODE
     describe_prompt: str = DESCRIBE_PROMPT
+    qa_role: str = "vuser"  # "user": the self-asked questions become USER turns in the final prompt (reference)
+    layout: str = "description"  # see LAYOUTS
 
     def __post_init__(self) -> None:
         if self.n_shot < 0:
             raise ValueError(f"n_shot must be >= 0, got {self.n_shot}")
-        if get_template(self.conv_mode).vuser_role is None:
+        template = get_template(self.conv_mode)
+        if template.vuser_role is None:
             raise ValueError(f"self-questioning needs a template with a VUSER role (v1_sq), not {self.conv_mode!r}")
+        if self.qa_role not in QA_ROLES or self.layout not in LAYOUTS:
+            raise ValueError(f"qa_role must be one of {QA_ROLES} and layout one of {LAYOUTS}, got "
+                             f"{self.qa_role!r}, {self.layout!r}")
+        if self.layout == "image" and template.sep_style is not SeparatorStyle.TWO:
+            raise ValueError(f"the image layout needs a two-separator template (v1_sq), not {self.conv_mode!r}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "n_shot": self.n_shot, "conv_mode": self.conv_mode, "describe_prompt": self.describe_prompt,
             "questions": self.questions.as_dict(), "answers": self.answers.as_dict(),
             "description": self.description.as_dict(),
         }
+        # Only when not the default, so that answer files written before these options existed still resume.
+        if self.qa_role != "vuser":
+            out["qa_role"] = self.qa_role
+        if self.layout != "description":
+            out["layout"] = self.layout
+        return out
 
 
 @dataclasses.dataclass
@@ -67,21 +88,23 @@ def _clean(text: str) -> str:
 def context_conversation(
     engine: InferenceEngine, context: SQContext | None, question: str | None = None, *,
     description: str | None = None, vuser_cue: bool = False, conv_mode: str = SQ_CONV_MODE,
-    describe_prompt: str = DESCRIBE_PROMPT,
+    describe_prompt: str = DESCRIBE_PROMPT, qa_role: str = "vuser",
 ) -> Conversation:
     """[USER <image> describe, ASSISTANT description, (VUSER q, ASSISTANT a)..., then one cue]:
     `question` -> USER question + ASSISTANT cue; `vuser_cue` -> VUSER cue (ends "...</s>VUSER:");
-    neither -> ASSISTANT cue after the description question (the description request itself)."""
+    neither -> ASSISTANT cue after the description question (the description request itself).
+    `qa_role` "user" writes the self-asked questions as USER turns (the reference's final prompt)."""
     conv = get_template(conv_mode)
     conv.reset_messages()
     user, assistant = conv.roles
+    question_role = user if qa_role == "user" else conv.vuser_role
     conv.append_message(user, engine.with_images(describe_prompt, 1))
     if context is None and description is None:
         conv.append_message(assistant, None)
         return conv
     conv.append_message(assistant, context.description if context is not None else description)
     for q, a in context.qa if context is not None else []:
-        conv.append_message(conv.vuser_role, q)
+        conv.append_message(question_role, q)
         conv.append_message(assistant, a)
     if vuser_cue:
         conv.append_message(conv.vuser_role, None)
@@ -91,8 +114,34 @@ def context_conversation(
     return conv
 
 
+@dataclasses.dataclass
+class _OpenTurn(Conversation):
+    """A conversation followed by literal text that starts a turn the model continues (a reference prompt that
+    the message API cannot express)."""
+
+    tail: str = ""
+
+    def render(self) -> list[Segment]:
+        return [*super().render(), Segment(self.tail)]
+
+
+def _image_turn(engine: InferenceEngine, sq: SQSettings, question: str | None = None) -> Conversation:
+    """The reference model_cap's question prompt "<system> VUSER: <image>\\n " (a VUSER turn holding only the image,
+    continued by the model with a question; no description); with `question`, the answer cue after it:
+    "<system> VUSER: <image>\\n q</s> ASSISTANT:"."""
+    template = get_template(sq.conv_mode)
+    tail = f"{template.vuser_role}: {engine.image_placeholder()}\n{template.sep}"
+    if question is not None:
+        tail += question + (template.sep2 or "") + template.sep + template.roles[1] + ":"
+    fields = {f.name: getattr(template, f.name) for f in dataclasses.fields(Conversation)}
+    return _OpenTurn(**{**fields, "messages": []}, tail=tail)
+
+
 def _question_answer_conversation(engine: InferenceEngine, description: str, question: str, sq: SQSettings) -> Conversation:
-    """The training format of a self-asked question: "...</s>VUSER: q</s> ASSISTANT:" (no token splicing, D20)."""
+    """The training format of a self-asked question: "...</s>VUSER: q</s> ASSISTANT:" (no token splicing,
+    docs/reference.md#d20-self-questioning-prompt-format)."""
+    if sq.layout == "image":
+        return _image_turn(engine, sq, question)
     conv = context_conversation(engine, SQContext(description), None, conv_mode=sq.conv_mode,
                                 describe_prompt=sq.describe_prompt)
     conv.append_message(conv.vuser_role, question)
@@ -121,8 +170,11 @@ def sample_questions(
     ids = list(ids) if ids is not None else list(range(len(images)))
     requests = []
     for img, desc, i in zip(images, descriptions, ids):
-        conv = context_conversation(engine, SQContext(desc), vuser_cue=True, conv_mode=sq.conv_mode,
-                                    describe_prompt=sq.describe_prompt)
+        if sq.layout == "image":
+            conv = _image_turn(engine, sq)
+        else:
+            conv = context_conversation(engine, SQContext(desc), vuser_cue=True, conv_mode=sq.conv_mode,
+                                        describe_prompt=sq.describe_prompt)
         requests += [Request(conv, [img], ("question", i, j)) for j in range(k)]
     texts = [_clean(t) for t in engine.generate(requests, settings, batch_size)]
     return [[q for q in texts[n * k : (n + 1) * k] if q] for n in range(len(images))]
@@ -176,8 +228,10 @@ def answer_with_self_questioning(
         if ctx is None:
             requests.append(engine.request(question, None, conv_mode=sq.conv_mode, id=i))
         else:
+            # The image layout's final context opens with USER "<image>\n" (no description question), as the reference.
             conv = context_conversation(engine, ctx, _clean(question), conv_mode=sq.conv_mode,
-                                        describe_prompt=sq.describe_prompt)
+                                        describe_prompt="" if sq.layout == "image" else sq.describe_prompt,
+                                        qa_role=sq.qa_role)
             requests.append(Request(conv, [img], i))
     answers = engine.generate(requests, settings, batch_size)
     return list(zip(answers, contexts))

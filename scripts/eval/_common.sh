@@ -11,8 +11,12 @@
 #   LORA_PRETRAIN  a Vit-lora dir (MODEL_PATH/Vit-lora is used automatically when present)
 #   CKPT         name used for answer folders                            default basename of MODEL_PATH
 #   CONV_MODE    template; default: the one training recorded in the checkpoint's config.json (conv_mode:
-#                v1_sq after stage 2), else v1. CONV_MODE=v1 is the reference protocol (SQ-LLaVA evaluated with v1)
-#   BATCH_SIZE   generation batch size per process                       default 16
+#                v1_sq after stage 2), else v1. The reference evaluated SQ-LLaVA with v1 (PROTOCOL=paper sets it)
+#   BATCH_SIZE   generation batch size per process                       default 16 (PROTOCOL=paper: always 1)
+#   PROTOCOL     ours (default) or paper: --protocol of every answering run. paper = what the reference did per
+#                entry point (batch 1, its centre crop / pad, the v1 template (llava_v1 for Q-Bench), greedy with
+#                its lengths, its --sq context) and captions cut to 20 words before scoring; see --help or
+#                llava/eval/protocol.py. CONV_MODE, EXTRA_ARGS and trailing flags still win over it
 #   CUDA_VISIBLE_DEVICES  one shard per listed GPU (e.g. 0,1,2,3); on CPU set CHUNKS instead
 #   EVAL_DIR     benchmark data root                                     default ./playground/data/eval
 #   PYTHON       interpreter                                             default python
@@ -33,6 +37,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 MODEL_PATH=${MODEL_PATH:-./checkpoints/sqllava-lora-7b}
 CKPT=${CKPT:-$(basename "$MODEL_PATH")}
 EVAL_DIR=${EVAL_DIR:-./playground/data/eval}
+PROTOCOL=${PROTOCOL:-ours}
+case $PROTOCOL in
+  ours|paper) ;;
+  *) echo "[eval] PROTOCOL must be ours or paper, got '$PROTOCOL'" >&2; exit 1 ;;
+esac
+if [ "$PROTOCOL" = paper ]; then  # the reference generated one question at a time
+  if [ -n "${BATCH_SIZE:-}" ] && [ "$BATCH_SIZE" != 1 ]; then
+    echo "[eval] PROTOCOL=paper: BATCH_SIZE=$BATCH_SIZE replaced by 1" >&2
+  fi
+  BATCH_SIZE=1
+fi
 BATCH_SIZE=${BATCH_SIZE:-16}
 PYTHON=${PYTHON:-python}
 export PYTHONUNBUFFERED=${PYTHONUNBUFFERED:-1}  # shard logs (and the console) stay current, in order
@@ -50,7 +65,8 @@ else
   CHUNKS=${CHUNKS:-1}; DEVICE=${DEVICE:-cpu}
 fi
 
-MODEL_ARGS=(--model-path "$MODEL_PATH" --device "$DEVICE" --batch-size "$BATCH_SIZE" --temperature 0)
+MODEL_ARGS=(--model-path "$MODEL_PATH" --device "$DEVICE" --batch-size "$BATCH_SIZE" --temperature 0
+            --protocol "$PROTOCOL")
 [ -n "${MODEL_BASE:-}" ] && MODEL_ARGS+=(--model-base "$MODEL_BASE")
 if [ -n "${VISION_TOWER:-}" ]; then  # the training scripts read a VISION_TOWER too: say that it applies here
   MODEL_ARGS+=(--vision-tower "$VISION_TOWER")
