@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SQ-LLaVA stage 2: visual self-questioning instruction tuning on LLaVA-665K with the `v1_sq` template
 # (sq_r 0.5): LLM LoRA r128/a256 (lr 2e-4), ViT LoRA r64/a128 (vision_tower_lr 2e-4), cluster projector
-# (mm_projector_lr 2e-5), global batch 128, pad aspect, modality-grouped batches, 1 epoch (SPEC 6, the 7B
-# LLaVA-data row). The projector starts from stage 1's mm_projector.bin and ViT LoRA from its Vit-lora/.
+# (mm_projector_lr 2e-5), global batch 128, pad aspect, modality-grouped batches, 1 epoch (the reference's 7B
+# LLaVA-data script, docs/reference.md#training-recipes). The projector starts from stage 1's mm_projector.bin and ViT LoRA from its Vit-lora/.
 # The defaults are the paper's real setup (Vicuna-7B v1.5, CLIP ViT-L/14-336).
 #
 # Every setting is an environment variable; extra flags are passed through ("$@"; the last copy of a flag wins):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SQ-LLaVA stage 1: align the cluster projector (+ ViT LoRA r64/a128, which really trains here) on the 558K
-# image-caption pairs with the `plain` template; lr 1e-3, global batch 256, 1 epoch (SPEC 6).
+# image-caption pairs with the `plain` template; lr 1e-3, global batch 256, 1 epoch (docs/reference.md#training-defaults).
 # The defaults are the paper's real setup (Vicuna-7B v1.5, CLIP ViT-L/14-336).
 #
 # Every setting is an environment variable; extra flags are passed through ("$@"; the last copy of a flag wins):

@@ -1,4 +1,4 @@
-"""Special token ids and strings shared by data, model and inference (reference values, SPEC 2.1)."""
+"""Special token ids and strings shared by data, model and inference (reference values, docs/reference.md#templates-and-prompt-strings)."""
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN_INDEX = -200

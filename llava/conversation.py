@@ -5,8 +5,8 @@ which returns the prompt as a list of `Segment`s. A segment is either context (m
 trained span (assistant answers with their closing separator; VUSER questions with their `</s>`). Labels
 are derived from these character spans, so there is no length arithmetic that can drift from the text.
 
-The template strings are byte-for-byte those of the reference (SPEC 2.3), including the missing space in
-the `v1_sq` system prompt: released checkpoints were trained on them.
+The template strings are byte-for-byte those of the reference, including the missing space in
+the `v1_sq` system prompt: released checkpoints were trained on them (docs/reference.md#templates-and-prompt-strings).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class Conversation:
         self.messages.append([role, message])
 
     def reset_messages(self) -> None:
-        """Forget every message (keeps the template). The reference called this, but never defined it (D3)."""
+        """Forget every message (keeps the template). The reference called this, but never defined it
+        (docs/reference.md#d3-self-questioning-paths-run)."""
         self.messages = []
 
     clear_message = reset_messages  # the name the reference's SQ code paths use
@@ -134,7 +135,7 @@ class Conversation:
                 # The space after the colon is trained: a SentencePiece tokenizer merges it into the
                 # answer's first token, and the reference's masks count it there.
                 out += [Segment(role + ":"), Segment(" " + text + seps[i % 2], trained=True)]
-            else:  # vuser: the question and its own </s> are the targets (SPEC 2.5)
+            else:  # vuser: the question and its own </s> are the targets
                 out += [Segment(role + ":"), Segment(" " + text + self.sep2, trained=True), Segment(seps[i % 2])]
         return out
 
@@ -180,7 +181,7 @@ class Conversation:
         return out
 
     def _render_plain(self, messages: list[list]) -> list[Segment]:
-        # Stage-1 alignment: "<image>" + caption + "\n"; the instruction text is dropped (SPEC 2.3).
+        # Stage-1 alignment: "<image>" + caption + "\n"; the instruction text is dropped.
         out = [Segment(self.system)]
         for i, (_role, text) in enumerate(messages):  # both roles are "": position decides
             if not text:
@@ -192,7 +193,7 @@ class Conversation:
         return out
 
 
-# ---------------------------------------------------------------------- the templates (SPEC 2.3)
+# ---------------------------------------------------------------------- the templates
 _SYSTEM_V1 = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."

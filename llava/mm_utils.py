@@ -157,7 +157,7 @@ def pad_sequences(
 
 
 def tokenizer_image_token(prompt, tokenizer, image_token_index=IMAGE_TOKEN_INDEX, return_tensors=None):
-    """Reference image-aware tokenisation (SPEC 2.2); implemented in llava.data.tokenization."""
+    """Reference image-aware tokenisation; implemented in llava.data.tokenization."""
     from llava.data.tokenization import tokenizer_image_token as _impl
 
     return _impl(prompt, tokenizer, image_token_index=image_token_index, return_tensors=return_tensors)

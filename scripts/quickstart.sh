@@ -37,7 +37,8 @@ esac
 : "${PROJECTOR_TYPE:=mlp2x_gelu}" "${VERSION:=v1_sq}" "${SQ_R:=0.5}"
 : "${LR1:=2e-3}" "${LR2:=1e-3}" "${PROJECTOR_LR2:=1e-3}" "${LORA_R:=64}" "${LORA_ALPHA:=128}"
 : "${MERGED:=$([[ $PRESET == full ]] && echo checkpoints/sqllava-tiny || echo "$OUT/merged")}"
-# Benchmarks use the training template (the reference evaluates with v1 after v1_sq training: SPEC D10).
+# Benchmarks use the training template (the reference evaluates with v1 after v1_sq training:
+# docs/reference.md#d10-evaluation-template).
 : "${EVAL_CONV:=$VERSION}" "${EVAL_BATCH:=64}"
 
 if [[ -z ${SKIP_SETUP:-} ]]; then bash scripts/setup.sh; fi
@@ -154,7 +155,7 @@ logged "$OUT/eval.log" "$PY" -m llava.eval.model_vqa_mmbench "${EVAL[@]}" --conv
 phase_end
 
 phase_start self_questioning
-# SPEC 7.2: describe the image, then sample questions from the "...</s>VUSER:" cue (v1_sq template).
+# Describe the image, then sample questions from the "...</s>VUSER:" cue (v1_sq template; docs/reference.md#question-generation).
 # Questions are sampled as the reference's model_vqa_loader --sq path does (temperature 1, top-p 0.65, top-k 50).
 logged "$OUT/self_questioning.log" "$PY" -m llava.eval.visual_sq --model-path "$MERGED" --image-folder "$DATA/images" \
   --question-file "$DATA/eval/caption/questions.jsonl" --end "$N_SQ_IMAGES" --n_shot 3 \

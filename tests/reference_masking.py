@@ -1,4 +1,5 @@
-"""Test oracle: a re-statement of the reference's prompt building and length-arithmetic masking (SPEC 2.2-2.5).
+"""Test oracle: a re-statement of the reference's prompt building and length-arithmetic masking
+(docs/reference.md#d17-label-masks).
 
 Deliberately independent of `llava.data`: its own `tokenizer_image_token`, its own style-TWO renderer and
 the reference's round loop (`preprocess_v1`, `preprocess_v1_sq2` at HEAD, `preprocess_plain`), including the

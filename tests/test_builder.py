@@ -100,7 +100,8 @@ def test_lora_checkpoint_with_vit_lora(tmp_path, tiny_model_factory, tiny_founda
             a, b = _lora_pair(weight.shape[0], weight.shape[1], r, seed=100 + 10 * i + j)
             key = f"base_model.model.vision_tower.vision_model.encoder.layers.{i}.{group}.{name}"
             vit[f"{key}.lora_A.weight"], vit[f"{key}.lora_B.weight"] = a, b
-            # the reference also stores these (zero-gradient) copies in the LLM adapter (D14)
+            # the reference also stores these (zero-gradient) copies in the LLM adapter
+            # (docs/reference.md#d14-duplicate-vit-lora-tensors)
             adapter[f"base_model.model.model.vision_tower.vision_tower.vision_model.encoder.layers.{i}.{group}.{name}"
                     f".lora_A.weight"] = a
             expected[f"vision_tower.vision_tower.encoder.layers.{i}.{group}.{name}.weight"] = weight + (alpha / r) * b @ a

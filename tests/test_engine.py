@@ -68,7 +68,7 @@ def _requests(engine: InferenceEngine, n: int = 10) -> list[Request]:
 
 
 def test_engine_defaults_come_from_the_checkpoint(engine):
-    assert engine.image_aspect_ratio == "pad"  # as trained, not the processor's centre crop (D11)
+    assert engine.image_aspect_ratio == "pad"  # as trained, not centre-cropped (docs/reference.md#d11-image-preprocessing-at-evaluation)
     assert engine.conv_mode == "v1"
     info = engine.info()
     assert info["num_image_tokens"] == engine.model.num_image_tokens == 4

@@ -95,7 +95,7 @@ def test_loader_rows_errors_batching_and_metadata(checkpoint, data, tmp_path):
     model_vqa_loader.main(_args(checkpoint, data, "questions.jsonl", eight, "--batch-size", "8"))
     assert one.read_text() == eight.read_text()  # greedy answers do not depend on the batch size
     rows = _rows(eight)
-    assert [r["question_id"] for r in rows] == [f"q{i}" for i in range(10)]  # nothing skipped (D4)
+    assert [r["question_id"] for r in rows] == [f"q{i}" for i in range(10)]  # nothing skipped (docs/reference.md#d4-missing-images-in-evaluation)
     assert list(rows[0]) == ["question_id", "prompt", "text", "answer_id", "model_id", "metadata"]
     assert rows[0]["prompt"].startswith("What is in the image?") and rows[0]["model_id"] == "tiny-llava"
     errors = {r["question_id"]: r["error"] for r in rows if "error" in r}

@@ -1,4 +1,4 @@
-"""Projector tests: cluster math vs a float64 re-statement of SPEC 3.3, memory, key layouts, registry."""
+"""Projector tests: cluster math vs a float64 re-statement of the reference, memory, key layouts, registry."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def make_config(projector_type: str | None = "cluster", d: int = 16, h: int = 32
 
 
 def cluster_reference_shapes(d: int, h: int) -> dict[str, tuple[int, ...]]:
-    """The reference `Clustering` module's state dict, written out by hand from SPEC 3.3."""
+    """The reference `Clustering` module's state dict, written out by hand."""
     return {
         "sim_alpha": (1, 1, 1),
         "sim_beta": (1, 1, 1),
@@ -72,7 +72,7 @@ def cluster_reference(
     value_norm_dim: int = 1,
     assigned: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SPEC 3.3 in the naive broadcast form, float64. Returns (output, y = x + write-back, top-2 gate gap).
+    """The reference forward in the naive broadcast form, float64. Returns (output, y = x + write-back, top-2 gate gap).
 
     `assigned` ([B, 1, L]) overrides the argmax, to compare continuous math when rounding flips near-ties.
     """
@@ -426,7 +426,7 @@ def test_num_output_tokens(projector_type, expected):
 
 
 def cross_attn_reference(module: CrossAttnProjector, x: torch.Tensor) -> torch.Tensor:
-    """SPEC 3.6 written out with an explicit softmax, float64."""
+    """The latent-query resampler written out with an explicit softmax, float64."""
     sd = {k: v.double() for k, v in module.state_dict().items()}
     heads = module.num_heads
 

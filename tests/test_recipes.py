@@ -1,5 +1,5 @@
 """Named training recipes (scripts/recipes/*.env, `RECIPE=<name> bash pretrain.sh`): every recipe's DRY_RUN
-commands against SPEC sections 1 and 6, the stage chain (each stage starts from the previous one's output), the
+commands against the reference's training scripts (docs/reference.md#training-recipes), the stage chain (each stage starts from the previous one's output), the
 precedence (your environment > the recipe > the script's default), the errors, and stage 2 from a downloaded
 projector without Vit-lora/."""
 
@@ -39,31 +39,31 @@ def s4v_tower(size: str) -> str:
     return f"Lin-Chen/ShareGPT4V-{size.upper()}_Pretrained_vit-large336-l12"
 
 
-# ---------------------------------------------------------------------- what SPEC section 6 says, per stage
+# ---------------------------------------------------------------------- what the reference's scripts say, per stage
 # vit: None (off) or (rank, alpha, vision_tower_lr, start) with start "stage1" (--pretrain_lora) or "new"
 def stage1(size: str) -> dict:
-    """SPEC 6, "Stage 1" column (also SQ-LLaVA*'s first pretraining step)."""
+    """The reference's stage-1 script (also SQ-LLaVA*'s first pretraining step)."""
     return dict(version="plain", data="blip_laion_cc_sbu_558k.json", model=vicuna(size), tower=CLIP, lr=1e-3,
                 epochs=1, lora=None, vit=(64, 128, 2e-4, "stage1"), projector_lr=None, sq_r=None, batch=256,
                 aspect="square", projector_init=False)
 
 
 def stage1_step2(size: str) -> dict:
-    """SPEC 6, "For SQ-LLaVA*, stage 1 had two steps", step 2."""
+    """SQ-LLaVA*'s second pretraining step."""
     return dict(version="plain", data="share-captioner_coco_lcs_sam_1246k_1107.json", model=s4v_lm(size),
                 tower=s4v_tower(size), lr=2e-4, epochs=1, lora=None, vit=None, projector_lr=None, sq_r=None,
                 batch=256, per_device=16, aspect="square", projector_init=True)
 
 
 def stage2_llava(size: str, vit_start: str = "stage1") -> dict:
-    """SPEC 6, "Stage 2, 7B SQ-LLaVA, LLaVA data" column."""
+    """The reference's 7B LLaVA-data stage-2 script."""
     return dict(version="v1_sq", data="llava_v1_5_mix665k.json", model=vicuna(size), tower=CLIP, lr=2e-4, epochs=1,
                 lora=(128, 256), vit=(64, 128, 2e-4, vit_start), projector_lr=2e-5, sq_r=0.5, batch=128,
                 aspect="pad", projector_init=True)
 
 
 def stage2_star(size: str) -> dict:
-    """SPEC 6, "Stage 2, 13B SQ-LLaVA*" column; the 7B's ViT LoRA is the released 7B's r32/a64 (SPEC 4.2)."""
+    """The reference's 13B ShareGPT4V stage-2 script; the 7B's ViT LoRA is the released 7B's r32/a64."""
     vit = (32, 64, 2e-5, "new") if size == "7b" else (64, 128, 2e-5, "new")
     return dict(version="v1_sq", data="sharegpt4v_mix665k_cap23k_coco-ap9k_lcs3k_sam9k_div2k.json",
                 model=s4v_lm(size), tower=s4v_tower(size), lr=2e-4, epochs=1.2 if size == "13b" else 1,
@@ -134,13 +134,13 @@ def run_chain(cwd: Path, recipe: str, stage: int) -> tuple[list[str], str, str |
     return cmd, err, source
 
 
-# ---------------------------------------------------------------------- every recipe, against SPEC
+# ---------------------------------------------------------------------- every recipe, against the reference
 def test_every_recipe_is_tested_and_says_what_it_reproduces():
     names = sorted(p.stem for p in RECIPES.glob("*.env"))
     assert {(n, s) for n in names for s in recipe_stages(n)} == set(EXPECTED)
     for name in names:
         text = (RECIPES / f"{name}.env").read_text()
-        assert text.startswith("# ") and "SPEC section" in text, name
+        assert text.startswith("# ") and "docs/reference.md#training-recipes" in text, name
         for stage in recipe_stages(name):  # the command to run it
             assert f"RECIPE={name} bash {SCRIPT[stage]}" in text, (name, stage)
 

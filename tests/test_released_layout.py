@@ -47,7 +47,7 @@ def _to_bin(directory: Path, stem: str) -> None:
 
 def write_released_replica(out: Path, model) -> dict:
     """The released layout, written with our savers and then made to look like the release: .bin files, the
-    reference's duplicate ViT-LoRA tensors in the LLM adapter (D14), no tokenizer or processor files, a config.json
+    reference's duplicate ViT-LoRA tensors in the LLM adapter (docs/reference.md#d14-duplicate-vit-lora-tensors), no tokenizer or processor files, a config.json
     without the tower's config whose mm_vision_tower and adapter base are paths on the authors' machine."""
     lora.add_llm_lora(model, lora.llm_lora_config(model.language_model, r=4, alpha=8, dropout=0.05))
     lora.add_vit_lora(model, lora.vit_lora_config(r=4, alpha=8))

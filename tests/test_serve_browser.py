@@ -17,7 +17,7 @@ from llava.inference.engine import GenerationSettings, InferenceEngine
 from llava.mm_utils import load_image
 
 CHROMIUM = os.environ.get("LLAVA_CHROMIUM", "/usr/bin/chromium")
-# Headless flags that work on the project's machines (shared/MACHINE.md, "Browser and metrics").
+# Headless flags that work on the project's machines.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = Path(os.environ.get("LLAVA_SCREENSHOT_DIR", REPO / "outputs" / "screenshots"))

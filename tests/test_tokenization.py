@@ -236,7 +236,8 @@ def test_vuser_first_turn_trains_question_but_not_image_marker(llama_tokenizer):
 
 
 def test_separator_strings_inside_text_are_harmless(llama_tokenizer):
-    # The reference splits rounds on " ASSISTANT: " and mis-masks such data (D17); spans do not care.
+    # The reference splits rounds on " ASSISTANT: " and mis-masks such data (docs/reference.md#d17-label-masks);
+    # spans do not care.
     record = {"id": "sep", "conversations": [
         {"from": "human", "value": "Say ' ASSISTANT: ' please"}, {"from": "gpt", "value": "OK ASSISTANT: done"},
         {"from": "human", "value": "again"}, {"from": "gpt", "value": "fine"}]}

@@ -1,4 +1,5 @@
-"""Training end to end on tiny models: both stages, their file sets and key layouts, reloading, D15, resume, QLoRA."""
+"""Training end to end on tiny models: both stages, their file sets and key layouts, reloading, stage 2 from
+a LLaVA-style base (docs/reference.md#d15-stage-2-initialisation), resume, QLoRA."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ RUN_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|rng_state.*\.pth|trainer_
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_foundation) -> dict:
     """32 real PNGs, a caption set (stage 1), a multi-turn set with text-only and one broken record (stage 2),
-    and a copy of the LM whose config.json claims to be a LLaVA checkpoint with an mlp2x_gelu projector (D15)."""
+    and a copy of the LM whose config.json claims to be a LLaVA checkpoint with an mlp2x_gelu projector
+    (docs/reference.md#d15-stage-2-initialisation)."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("train_e2e")
@@ -134,7 +136,7 @@ def test_stage1_files_keys_and_learning(stage1, workspace):
     pattern = re.compile(r"^base_model\.model\.vision_tower\.vision_model\.encoder\.layers\.\d+\."
                          r"(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])\.lora_[AB]\.weight$")
     assert len(vit) == 2 * 6 * 2 and all(pattern.match(k) for k in vit), sorted(vit)[:3]
-    # D1 fixed: LoRA B starts at zero and moves only if gradients reach the tower.
+    # LoRA B starts at zero and moves only if gradients reach the tower (docs/reference.md#d1-vit-lora-trains).
     assert max(t.abs().max().item() for k, t in vit.items() if "lora_B" in k) > 1e-4
     config = json.loads((stage1 / "config.json").read_text())
     assert config["mm_projector_type"] == "cluster" and config["tune_mm_mlp_adapter"] is True
@@ -146,7 +148,7 @@ def test_stage1_files_keys_and_learning(stage1, workspace):
     assert len(curve) == 8 and all(map(torch.isfinite, torch.tensor(curve)))
     assert sum(curve[-3:]) / 3 < sum(curve[:2]) / 2 - 0.03, curve
 
-    for step in (4, 8):  # D22: every checkpoint holds the same stage files as the final directory
+    for step in (4, 8):  # the final stage files (docs/reference.md#d22-checkpoint-contents-and-resuming)
         assert stage_files(stage1 / f"checkpoint-{step}") == stage_files(stage1)
         assert {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= {
             p.name for p in (stage1 / f"checkpoint-{step}").iterdir()}
@@ -183,7 +185,8 @@ def test_stage2_files_keys_and_reload(stage2, stage1, workspace):
     non_lora = torch.load(stage2 / "non_lora_trainables.bin", weights_only=True)
     assert non_lora and all(k.startswith("base_model.model.model.mm_projector.") for k in non_lora)
 
-    # D15: the CLI's cluster projector wins over the mlp2x_gelu named by the LLaVA-style base config.
+    # The CLI's cluster projector wins over the mlp2x_gelu named by the LLaVA-style base config
+    # (docs/reference.md#d15-stage-2-initialisation).
     config = json.loads((stage2 / "config.json").read_text())
     assert config["mm_projector_type"] == "cluster" and config["image_aspect_ratio"] == "pad"
     assert config["conv_mode"] == "v1_sq"
@@ -216,7 +219,8 @@ def test_stage2_files_keys_and_reload(stage2, stage1, workspace):
 
 @pytest.mark.slow
 def test_stage2_rejects_a_projector_of_another_type(stage1, workspace):
-    """D15: --pretrain_mm_mlp_adapter holding a cluster projector cannot start an mlp2x_gelu run."""
+    """--pretrain_mm_mlp_adapter holding a cluster projector cannot start an mlp2x_gelu run
+    (docs/reference.md#d15-stage-2-initialisation)."""
     args = stage2_args(workspace, stage1, workspace["root"] / "d15") + ["--mm_projector_type", "mlp2x_gelu"]
     proc = run_train(args, expect_ok=False)
     assert proc.returncode != 0

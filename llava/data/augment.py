@@ -1,4 +1,4 @@
-"""The `--data_aug` training transform (SPEC 5), restored with PIL + torch: crop, flip, RandAugment, CLIP norm."""
+"""The `--data_aug` training transform (docs/reference.md#d7-data-augmentation), restored with PIL + torch: crop, flip, RandAugment, CLIP norm."""
 
 from __future__ import annotations
 

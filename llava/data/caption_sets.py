@@ -42,7 +42,7 @@ from typing import Any
 from llava.data.image_check import existing_files
 
 CAPTION_ROOT = os.path.join("playground", "data", "eval", "caption")
-# SPEC section 8: the reference's caption question files are not public, so its prompt is unknown. This is
+# The reference's caption question files are not public, so its prompt is unknown (docs/reference.md#caption-prompts). This is
 # LLaVA-1.5's short-caption instruction (its TextCaps prompt), also the prompt of the ShapesWorld caption set;
 # --prompt replaces it.
 DEFAULT_PROMPT = "Provide a one-sentence caption for the provided image."

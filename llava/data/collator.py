@@ -15,7 +15,7 @@ class DataCollatorForSupervisedDataset:
 
     Each single IMAGE_TOKEN_INDEX becomes a run of `num_image_tokens` (labels IGNORE_INDEX), so sequence
     positions equal LM positions and `model_max_length` bounds the real length (the reference cut before
-    expanding, D17). Rows are right-padded with `pad_token_id`, labels with IGNORE_INDEX; `attention_mask`
+    expanding: docs/reference.md#d17-truncation-counts-image-tokens). Rows are right-padded with `pad_token_id`, labels with IGNORE_INDEX; `attention_mask`
     comes from the row lengths (not `!= pad`, which breaks when pad = unk or eos occurs in the text).
     `pixel_values` is the concatenation of every row's images in row order, absent when there are none.
     """
@@ -31,7 +31,7 @@ class DataCollatorForSupervisedDataset:
         if pad_token_id is None and tokenizer is not None:
             pad_token_id = tokenizer.pad_token_id
             if pad_token_id is None:
-                pad_token_id = tokenizer.unk_token_id  # the reference's pad = unk (SPEC 2.1)
+                pad_token_id = tokenizer.unk_token_id  # the reference's pad = unk
         if num_image_tokens < 1:
             raise ValueError(f"num_image_tokens must be positive, got {num_image_tokens}")
         self.pad_token_id = 0 if pad_token_id is None else int(pad_token_id)

@@ -44,12 +44,12 @@ class DataConfig:
     data_path: str  # JSON list or JSONL; several files joined by commas
     image_folder: str | None
     template: str  # --version: plain, v1, v1_sq, ...
-    image_aspect_ratio: str = "square"  # pad | square | resize (SPEC 3.1)
+    image_aspect_ratio: str = "square"  # pad | square | resize
     model_max_length: int = 2048
     num_image_tokens: int = 576  # embeddings one image occupies (model.num_image_tokens)
     sq_r: float = 0.0
     seed: int = 42
-    data_aug: bool = False  # SPEC 5 augmentation, training only
+    data_aug: bool = False  # docs/reference.md#d7-data-augmentation, training only
     bad_sample_policy: str = "skip"  # skip | error
     mm_use_im_start_end: bool = False
     report_dir: str | None = None  # where bad_samples.jsonl goes (the output_dir)

@@ -1,7 +1,7 @@
 """LLaVA-format records: validation into (kind, text) turns, the SQ (VUSER) conversion, and template filling.
 
 A record is `{"id", "image"?, "conversations": [{"from": "human"|"gpt"|"vuser", "value": str}, ...]}`
-(SPEC 2.1). `normalize_conversations` checks it and returns turns whose kind is "user", "assistant" or
+(docs/reference.md#records-and-the-image-marker). `normalize_conversations` checks it and returns turns whose kind is "user", "assistant" or
 "vuser"; nothing in the text is changed except the reference's move of the `<image>` marker to the front
 of the first question. Every problem raises `BadRecordError` with a machine-readable `kind`.
 """
@@ -124,7 +124,8 @@ def sq_rng(seed: int, epoch: int, index: int) -> random.Random:
 
 
 def apply_self_questioning(turns: Sequence[Turn], sq_r: float, rng: random.Random) -> list[Turn]:
-    """Turn each user question after the first into a VUSER question with probability `sq_r` (SPEC 2.4).
+    """Turn each user question after the first into a VUSER question with probability `sq_r`
+    (docs/reference.md#self-questioning-turns).
 
     One draw per eligible turn, in order. Eligibility for the whole sample (image samples, `v1_sq` only) is
     the caller's decision. Explicit "vuser" turns are kept as they are.

@@ -2,7 +2,7 @@
 
 `Conversation.render()` says which characters are trained; a fast tokenizer's offsets say which characters
 each token covers; a token is trained iff it covers a trained character. The BOS and the image sentinel are
-never trained. No length arithmetic, so there is no "tokenization mismatch" (SPEC 2.5, D17), and a sample
+never trained. No length arithmetic, so there is no "tokenization mismatch" (docs/reference.md#d17-label-masks), and a sample
 without any trained token is an error, never a silent all-ignore sample.
 
 A fast tokenizer (offset mapping) is required: a slow one raises `TokenizationError`. transformers >= 5
@@ -70,7 +70,7 @@ class TokenizedPrompt:
     spans: list[tuple[int, int]]
 
 
-# ---------------------------------------------------------------------------- reference tokenization (SPEC 2.2)
+# ---------------------------------------------------------------------------- reference tokenization
 def _chunk_ids(tokenizer, chunks: Sequence[str]) -> list[list[int]]:
     return [tokenizer(chunk).input_ids for chunk in chunks]
 
@@ -91,7 +91,7 @@ def _join_chunks(chunk_ids: list[list[int]], bos_id: int | None, image_token_ind
 def tokenizer_image_token(
     prompt: str, tokenizer, image_token_index: int = IMAGE_TOKEN_INDEX, return_tensors: str | None = None
 ):
-    """Tokenize `prompt`, replacing each `<image>` by one `image_token_index` (reference semantics, SPEC 2.2).
+    """Tokenize `prompt`, replacing each `<image>` by one `image_token_index` (reference semantics, docs/reference.md#templates-and-prompt-strings).
 
     Each `<image>`-separated chunk is tokenized on its own; the first chunk keeps its BOS, later chunks
     lose theirs. Returns a list, or a 1-D LongTensor with `return_tensors="pt"`.
@@ -187,7 +187,8 @@ def render_record(
 ) -> Conversation:
     """Validate a record, apply SQ (templates with a VUSER role, image samples only), fill the template.
 
-    Explicit "vuser" turns of the data are kept whatever `sq_r` is (rendered with their `</s>`, fixing D19).
+    Explicit "vuser" turns of the data are kept whatever `sq_r` is (rendered with their `</s>`:
+    docs/reference.md#d19-explicit-vuser-turns).
     """
     turns = normalize_conversations(record, has_image=has_image, index=index)
     template = get_template(template_name)
@@ -230,7 +231,8 @@ def truncate_sample(
     record_id: object = None,
     index: int | None = None,
 ) -> TokenizedSample:
-    """Cut the end so that the length *after image expansion* is <= max_length (the reference cut before, D17).
+    """Cut the end so that the length *after image expansion* is <= max_length (the reference cut before:
+    docs/reference.md#d17-truncation-counts-image-tokens).
 
     An image is never cut: if an image does not fit entirely, BadRecordError("too_long"). If nothing
     trained is left, BadRecordError("no_trained_tokens").

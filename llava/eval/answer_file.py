@@ -1,7 +1,7 @@
 """Answer files: reading them (one JSON object per line, joined by id) and writing them resumably, with a
 `<answers>.meta.json` sidecar saying how they were made.
 
-Rows are the reference's `{question_id, prompt, text, answer_id, model_id, metadata}` (SPEC 8), plus `error` when
+Rows are the reference's `{question_id, prompt, text, answer_id, model_id, metadata}` (docs/reference.md#answer-files), plus `error` when
 the image could not be read. Rows are never dropped silently: bad lines, error rows, missing and duplicate answers
 are all counted and reported by the callers.
 """

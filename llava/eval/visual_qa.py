@@ -1,4 +1,4 @@
-"""Self-questioning QA data generation (SPEC 7.2, the reference's `visual_qa.py`): LLaVA-format training records.
+"""Self-questioning QA data generation (the reference's `visual_qa.py`): LLaVA-format training records.
 
 For each image (a folder with --start/--end, or the "image" of each record of --question-file / --data-path) the
 model, on one engine and in batches:
@@ -52,7 +52,7 @@ from llava.inference.self_questioning import SQContext, SQSettings, context_conv
 # ---------------------------------------------------------------------- defaults
 # Answers (and the description) are greedy; long enough not to cut a detailed answer (the demo's 1024).
 ANSWERING = flags.BENCHMARK.replace(max_new_tokens=1024)
-# The reference's question sampling (SPEC 7.2): temperature 1.2, top_k 300, top_p 0.95, up to 300 new tokens.
+# The reference's question sampling (docs/reference.md#question-generation): temperature 1.2, top_k 300, top_p 0.95, up to 300 new tokens.
 QUESTION_SAMPLING = flags.SQDefaults(n_shot=3, temperature=1.2, top_p=0.95, top_k=300, max_new_tokens=300,
                                      answer_flag=False)
 CONTEXT_MODES = ("auto", "describe")
@@ -60,7 +60,7 @@ CONTEXT_MODES = ("auto", "describe")
 # ---------------------------------------------------------------------- the question filter
 ROLE_MARKERS = ("USER:", "ASSISTANT:", "VUSER:", "</s>")
 IMAGE_MARKERS = (DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IMAGE_TOKEN)
-# LLaVA-1.5's answer-format instructions (SPEC 8); a model trained on its data may append one to a question.
+# LLaVA-1.5's answer-format instructions; a model trained on its data may append one to a question.
 INSTRUCTIONS = ("Answer the question using a single word or phrase.",
                 "Answer with the option's letter from the given choices directly.")
 _INSTRUCTION_RE = re.compile("|".join(r"\s*" + re.escape(s.rstrip(".")) + r"\.?" for s in INSTRUCTIONS), re.I)

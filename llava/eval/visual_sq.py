@@ -15,7 +15,8 @@ from llava.inference.self_questioning import describe, sample_questions
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-# The reference's question sampling for visual_sq (SPEC 7.2): the decoding flags sample the questions.
+# The reference's question sampling for visual_sq (docs/reference.md#question-generation): the decoding flags sample
+# the questions.
 QUESTION_SAMPLING = flags.BENCHMARK.replace(temperature=1.2, top_p=0.95, top_k=300, max_new_tokens=300)
 
 
@@ -50,7 +51,8 @@ def report_quality(answers_file: str | os.PathLike, scenes_file: str | os.PathLi
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:
-    """Image files of a folder, sorted by name (the reference sliced an unsorted listing, D23)."""
+    """Image files of a folder, sorted by name (the reference sliced an unsorted listing,
+    docs/reference.md#d23-question-generation-over-a-folder)."""
     root = Path(os.path.expanduser(str(folder)))
     return sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 

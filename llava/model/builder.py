@@ -1,7 +1,7 @@
 """The one model factory: models for training (composed from a base LM and a CLIP tower) and for inference (every
 checkpoint format, decided by the files present, never by names), the one quantization config, and saving.
 
-Formats (SPEC 3.7, 4.4, 4.5):
+Formats (docs/reference.md#checkpoint-layouts):
 - full:      config.json + model weights (reference key layout), tower weights optional
 - projector: config.json + mm_projector.bin (stage-1 output); the LLM comes from `model_base`
 - lora:      config.json + adapter_config.json + adapter_model.* + non_lora_trainables.* (+ Vit-lora/);
@@ -113,7 +113,7 @@ def load_language_model(
 
 
 def load_vision_tower(config: PretrainedConfig, checkpoint: Path | None, dtype: torch.dtype) -> CLIPVisionTower:
-    """The tower from weights inside the checkpoint when present, else from `mm_vision_tower` (SPEC 3.7)."""
+    """The tower from weights inside the checkpoint when present, else from `mm_vision_tower`."""
     select = (config.mm_vision_select_layer, config.mm_vision_select_feature)
     tower_state = {}
     if checkpoint is not None and compat.weight_files(checkpoint):
@@ -122,7 +122,8 @@ def load_vision_tower(config: PretrainedConfig, checkpoint: Path | None, dtype: 
         )
     vision_config = vision_config_of(config)
     if tower_state and vision_config is None and getattr(config, "mm_vision_tower", None):
-        # Reference merged checkpoints store tower weights but only name the tower's config (D13: use them).
+        # Reference merged checkpoints store tower weights but only name the tower's config: use them
+        # (docs/reference.md#d13-checkpoint-loading).
         _check_tower_exists(config, checkpoint)
         vision_config = CLIPVisionConfig.from_pretrained(config.mm_vision_tower)
         config.mm_vision_config = vision_config.to_dict()
@@ -313,7 +314,7 @@ def _add_multimodal_tokens(tokenizer, model: LlavaLlamaForCausalLM) -> None:
 def training_config(lm_source: str | Path, vision_tower: str, cache_dir: str | None = None,
                     **mm_fields: object) -> PretrainedConfig:
     """The LM's config plus the tower's config and the mm fields (`mm_projector_type`, select layer, ...): the
-    caller's projector type wins over a LLaVA checkpoint's own (D15)."""
+    caller's projector type wins over a LLaVA checkpoint's own (docs/reference.md#d15-stage-2-initialisation)."""
     tower_config = CLIPVisionConfig.from_pretrained(vision_tower, cache_dir=cache_dir)
     if Path(lm_source).is_dir():
         data = read_config_dict(lm_source)

@@ -1,6 +1,6 @@
 """Reference checkpoint formats: state-dict key maps and the files mm_projector.bin, non_lora_trainables.bin, Vit-lora/.
 
-Internal module names (composed model) and reference names (SPEC 3.7) differ only by prefixes:
+Internal module names (composed model) and reference names (docs/reference.md#checkpoint-layouts) differ only by prefixes:
 
     internal                                   reference
     language_model.model.X                 <-> model.X
@@ -8,7 +8,7 @@ Internal module names (composed model) and reference names (SPEC 3.7) differ onl
     mm_projector.X                         <-> model.mm_projector.X
     vision_tower.vision_tower.X            <-> model.vision_tower.vision_tower.vision_model.X
 
-transformers 5's CLIPVisionModel has no `vision_model` level (MACHINE.md), hence the last line.
+transformers 5's CLIPVisionModel has no `vision_model` level, hence the last line.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def load_projector(path: str | Path) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------- non_lora_trainables.bin (stage 2)
 def save_non_lora_trainables(internal_state: Mapping[str, torch.Tensor], directory: str | Path) -> None:
-    """Trainable non-LoRA tensors under PEFT naming, `base_model.model.<reference key>` (SPEC 3.7)."""
+    """Trainable non-LoRA tensors under PEFT naming, `base_model.model.<reference key>`."""
     state = {"base_model.model." + to_reference_key(k): v for k, v in internal_state.items()}
     save_state(state, Path(directory), "non_lora_trainables", bin_twin=True)
 
@@ -148,11 +148,12 @@ def load_non_lora_trainables(directory: str | Path) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------- LoRA adapters
 def llm_adapter_state(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An LLM adapter's tensors minus the duplicate ViT-LoRA copies the reference stores there (D14)."""
+    """An LLM adapter's tensors minus the duplicate ViT-LoRA copies the reference stores there
+    (docs/reference.md#d14-duplicate-vit-lora-tensors)."""
     kept = {k: v for k, v in raw.items() if ".vision_tower." not in k}
     dropped = len(raw) - len(kept)
     if dropped:
-        logger.info("ignoring %d duplicate ViT-LoRA tensors in the LLM adapter (reference defect D14)", dropped)
+        logger.info("ignoring %d duplicate ViT-LoRA tensors in the LLM adapter (the reference stores copies there; see docs/reference.md#d14-duplicate-vit-lora-tensors)", dropped)
     return kept
 
 

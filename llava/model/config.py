@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import AutoConfig, CLIPVisionConfig, PretrainedConfig
 
-# mm fields and their defaults when a checkpoint does not set them (SPEC 3.8).
+# mm fields and their defaults when a checkpoint does not set them (docs/reference.md#config-fields).
 MM_DEFAULTS: dict[str, Any] = {
     "mm_projector_type": "linear",
     "mm_vision_select_layer": -2,
@@ -21,7 +21,7 @@ MM_DEFAULTS: dict[str, Any] = {
     "num_latents": 256,
     "tune_mm_mlp_adapter": False,
 }
-# Reference configs may say "llava" for what is a LLaMA config with mm fields (SPEC 3.8).
+# Reference configs may say "llava" for what is a LLaMA config with mm fields.
 _FLAT_ALIASES = {"llava": "llama", "llava_llama": "llama", "llava_mistral": "mistral", "share4v": "llama"}
 
 

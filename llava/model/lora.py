@@ -19,7 +19,7 @@ class AdapterMismatchError(ValueError):
 
 
 def linear_leaf_names(module: nn.Module, exclude: tuple[str, ...] = ("lm_head",)) -> list[str]:
-    """Last name components of every nn.Linear in `module` (the reference's LoRA target rule, SPEC 4.1)."""
+    """Last name components of every nn.Linear in `module` (the reference's LoRA target rule, docs/reference.md#lora-targets-and-settings)."""
     names = set()
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Linear) and not any(part in exclude for part in name.split(".")):

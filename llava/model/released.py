@@ -1,4 +1,4 @@
-"""The released SQ-LLaVA checkpoints and the models they were trained on (SPEC 1, 4.5), and the checks that keep a
+"""The released SQ-LLaVA checkpoints and the models they were trained on (docs/reference.md#released-checkpoints), and the checks that keep a
 LoRA checkpoint on its own base and tower.
 
 A LoRA merges onto any base of the same shape without an error, so a wrong `--model-base` (e.g. Vicuna for

@@ -141,8 +141,8 @@ class ChatSession:
         self.exchanges = history + [done]
 
     def self_questions(self, k: int, settings: GenerationSettings | None = None) -> list[str]:
-        """K questions the model asks itself about the image (SPEC 7.2); the description turn is computed once
-        per image. The questions are kept in `suggestions`."""
+        """K questions the model asks itself about the image (docs/reference.md#question-generation); the description
+        turn is computed once per image. The questions are kept in `suggestions`."""
         if self.image is None:
             raise ValueError("no image: self-questioning needs an image")
         if k < 1:

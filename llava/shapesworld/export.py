@@ -168,7 +168,7 @@ def _instruct(out: Path, config: WorldConfig, seed: int, n: int, records: list,
             probe = existence_probe(scene, rng, config.colors, config.shapes)
             turns = _qa_turns([probe, *make_questions(scene, rng, n=rng.randint(1, 4))], first_has_image=True)
         elif kind == "desc_qa":
-            # description first, then questions: the exact context of SQ-LLaVA's VUSER cue (SPEC 7.2)
+            # description first, then questions: the exact context of SQ-LLaVA's VUSER cue
             turns = [_human(DETAIL_PROMPT, image=True), _gpt(describe(scene))]
             turns += _qa_turns(make_questions(scene, rng, n=rng.randint(1, 4)), first_has_image=False)
         elif kind == "mc":

@@ -31,7 +31,7 @@ CAPTION_INSTRUCTIONS: tuple[str, ...] = (
 )
 # The caption prompt of stage-2 caption records and of the caption benchmark (LLaVA-1.5's TextCaps prompt).
 CAPTION_PROMPT = "Provide a one-sentence caption for the provided image."
-# SQ-LLaVA's question-generation cue starts with this turn (SPEC 7.2), so it leads most description records.
+# SQ-LLaVA's question-generation cue starts with this turn, so it leads most description records.
 DETAIL_PROMPT = "Can you describe the image in detail?"
 DETAIL_PROMPTS: tuple[str, ...] = (DETAIL_PROMPT, DETAIL_PROMPT, "Describe the image in detail.",
                                    "What do you see in this image?")
@@ -158,7 +158,8 @@ def existence_probe(scene: Scene, rng: random.Random, colors: tuple[str, ...] = 
 
     Unlike `_existence_question`, negatives may name attributes the image does not show: half recombine shown
     attributes (POPE "adversarial"), half are absent from the image (POPE "random"). Such probes are not grounded
-    in the judge's sense, so the generator makes them a record's first question, which SQ never asks (SPEC 2.4)."""
+    in the judge's sense, so the generator makes them a record's first question, which SQ never turns into a VUSER
+    question."""
     form = rng.choice((("color", "shape"), ("color", "shape"), ("color",), ("shape",)))
     values = {"color": colors, "shape": shapes}
     every = [Ref(**dict(zip(form, combo))) for combo in itertools.product(*(values[k] for k in form))]

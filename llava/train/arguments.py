@@ -1,4 +1,4 @@
-"""Training flags (the reference names, SPEC 6) as dataclasses, parsed strictly and checked before any model loads."""
+"""Training flags (the reference names, docs/reference.md#training-defaults) as dataclasses, parsed strictly and checked before any model loads."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class DataArguments:
     sq_r: float | None = field(default=None, metadata={
         "help": "Probability that a question after the first of an image sample becomes a VUSER turn (v1_sq). "
                 f"Default: {SQ_R_REFERENCE_DEFAULT} with --version v1_sq (the reference's), else 0."})
-    data_aug: bool = field(default=False, metadata={"help": "Random crop/flip/RandAugment on images (SPEC 5)."})
+    data_aug: bool = field(default=False, metadata={"help": "Random crop/flip/RandAugment on images (docs/reference.md#d7-data-augmentation)."})
     bad_sample_policy: str = field(default="skip", metadata={"help": "skip (log and replace) or error."})
     max_missing_images: float = field(default=0.1, metadata={
         "help": "Stop before the model loads when more than this fraction of image records have no file, or a "

@@ -1,4 +1,4 @@
-"""Length- and modality-grouped training samplers (SPEC 6 "Sampler"), seeded per epoch, any modality mix (D21).
+"""Length- and modality-grouped training samplers, seeded per epoch, any modality mix (docs/reference.md#d21-sampler).
 
 Indices are laid out as the reference does: a seeded permutation is cut into megabatches of
 `world_size * batch_size` (the trainer passes `world_size = processes * grad_accum`), each megabatch is

@@ -19,7 +19,8 @@ COMPONENTS = ("language_model", "mm_projector", "vision_tower")
 
 
 class Stage(str, enum.Enum):
-    """The three recipes (SPEC 4.3, 4.4, with D1 and D22 fixed); every checkpoint-N holds the final file set.
+    """The three recipes; every checkpoint-N holds the final file set (docs/reference.md#d22-checkpoint-contents-and-resuming).
+    ViT LoRA trains (docs/reference.md#d1-vit-lora-trains).
 
     - pretrain (`--tune_mm_mlp_adapter`): projector (+ ViT LoRA) train; saves mm_projector.bin, config.json,
       Vit-lora/.

@@ -75,7 +75,7 @@ def train(argv: list[str] | None = None) -> None:
 
 # ---------------------------------------------------------------------- pieces
 def init_distributed(training_args: TrainingArguments) -> None:
-    """DeepSpeed on CPU needs a gloo process group before ZeRO-3's partitioned from_pretrained (MACHINE.md)."""
+    """DeepSpeed on CPU needs a gloo process group before ZeRO-3's partitioned from_pretrained."""
     if training_args.deepspeed and training_args.use_cpu and "RANK" in os.environ:  # launched by torchrun
         import deepspeed
 
@@ -138,7 +138,7 @@ def load_tokenizer(model_args: ModelArguments, training_args: TrainingArguments)
         model_args.model_name_or_path, cache_dir=training_args.cache_dir,
         model_max_length=training_args.model_max_length, padding_side="right",
     )
-    if tokenizer.pad_token is None:  # the reference pads with unk (SPEC 2.1)
+    if tokenizer.pad_token is None:  # the reference pads with unk
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
     if model_args.mm_use_im_patch_token:
         tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)

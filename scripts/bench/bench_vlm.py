@@ -343,7 +343,7 @@ def generation_summary(rows: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- projectors
 class BroadcastCluster(nn.Module):
-    """The reference `Clustering` forward with its two [B, K, L, D] broadcasts (SPEC 3.3), on a ClusterProjector's
+    """The reference `Clustering` forward with its two [B, K, L, D] broadcasts, on a ClusterProjector's
     weights: the form the peer baseline timed (57 ms, 9.6 GiB at batch 16)."""
 
     def __init__(self, cluster: nn.Module):

@@ -69,7 +69,7 @@ class Preset:
         return getattr(torch, self.dtype)
 
 
-# Peer baseline: transformers' LlavaForConditionalGeneration on one H100 (MACHINE.md "GPU baseline").
+# Peer baseline: transformers' LlavaForConditionalGeneration on one H100 (scripts/bench/README.md).
 PEER_BASELINE_H100 = {
     "stage1": {"tokens_per_s": 10500, "mfu": 0.39, "peak_mem_gib": 31.5},
     "stage2": {"tokens_per_s": 7700, "mfu": 0.29, "peak_mem_gib": 27.0},

@@ -12,7 +12,7 @@ SELECT_FEATURES = ("patch", "cls_patch")
 class CLIPVisionTower(nn.Module):
     """Wraps a transformers `CLIPVisionModel` as `self.vision_tower` (the reference attribute name).
 
-    Unlike the reference (D1) the forward is not wrapped in `no_grad`: whether the tower trains is decided by
+    Unlike the reference (docs/reference.md#d1-vit-lora-trains) the forward is not wrapped in `no_grad`: whether the tower trains is decided by
     `requires_grad` on its parameters (ViT LoRA, unfreezing), so gradients reach LoRA adapters when they exist.
     """
 

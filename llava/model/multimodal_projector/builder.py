@@ -97,7 +97,7 @@ def _build_identity(config: Any, match: re.Match[str], **kwargs: Any) -> nn.Modu
 
 @register_projector("cluster")
 def _build_cluster(config: Any, match: re.Match[str], **kwargs: Any) -> nn.Module:
-    # The reference fixes K=256, T=2 in its builder (SPEC D8); here they come from the config.
+    # The reference fixes K=256, T=2 in its builder; here they come from the config (docs/reference.md#d8-and-d9-cluster-projector).
     return ClusterProjector(
         config.mm_hidden_size,
         config.hidden_size,

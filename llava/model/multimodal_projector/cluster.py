@@ -1,4 +1,5 @@
-"""The `cluster` projector: SQ-LLaVA's prototype extractor + QuickGELU MLP, numerically the reference (SPEC 3.3)."""
+"""The `cluster` projector: SQ-LLaVA's prototype extractor + QuickGELU MLP, numerically the reference
+(docs/reference.md#d8-and-d9-cluster-projector)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ class ClusterProjector(nn.Module):
         return gate.argmax(dim=1, keepdim=True)
 
     def extract_prototypes(self, x: torch.Tensor) -> torch.Tensor:
-        """Steps 1-7 of SPEC 3.3: [B, L, D] -> y [B, L, D] (before the MLP)."""
+        """Everything before the MLP (pooling, EM refinement, gate, write-back): [B, L, D] -> y [B, L, D]."""
         value = self.v(x)  # [B, L, D]
         feature = self.f(x)  # [B, L, D]
         centers = pool_tokens(x, self.num_centers)  # [B, K, D]

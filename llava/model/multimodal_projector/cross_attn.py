@@ -1,4 +1,4 @@
-"""The `cross_attn` projector: learned latent queries attend to the projected image tokens (SPEC 3.6)."""
+"""The `cross_attn` projector: learned latent queries attend to the projected image tokens (docs/reference.md#other-projectors)."""
 
 from __future__ import annotations
 
