@@ -106,3 +106,40 @@ def write_tiny_checkpoint(out: Path, tiny_foundation: dict, seed: int = 0, proje
     save_pretrained_llava(model, out, AutoTokenizer.from_pretrained(tiny_foundation["lm"]),
                           CLIPImageProcessor.from_pretrained(tiny_foundation["tower"]))
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and a loaded CI box loses a lot to them (a module opts in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir_legacy):
+    """The legacy LLaMA tokenizer, loaded."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir_legacy)
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_foundation):
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor.from_pretrained(tiny_foundation["tower"])
+
+
+@pytest.fixture
+def stage1_dir(tmp_path: Path) -> Path:
+    """A stage-1 output as lora_instruct_tuning.sh expects it (the files only have to exist for DRY_RUN)."""
+    stage1 = tmp_path / "stage1"
+    (stage1 / "Vit-lora").mkdir(parents=True)
+    (stage1 / "mm_projector.bin").write_bytes(b"")
+    (stage1 / "Vit-lora" / "adapter_config.json").write_text("{}")
+    return stage1

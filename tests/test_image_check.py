@@ -40,20 +40,6 @@ def write_png(path: Path) -> None:
     Image.new("RGB", (32, 32), (200, 30, 30)).save(path)
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir_legacy):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir_legacy)
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_foundation):
-    from transformers import CLIPImageProcessor
-
-    return CLIPImageProcessor.from_pretrained(tiny_foundation["tower"])
-
-
 # ---------------------------------------------------------------------------- existence and grouping
 def test_listing_agrees_with_isfile_for_nested_paths_links_and_dirs(tmp_path):
     root = tmp_path / "img"

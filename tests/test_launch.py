@@ -60,14 +60,6 @@ def global_batch(cmd: list[str], processes: int) -> int:
     return processes * int(flag(cmd, "--per_device_train_batch_size")) * int(flag(cmd, "--gradient_accumulation_steps"))
 
 
-@pytest.fixture
-def stage1_dir(tmp_path: Path) -> Path:
-    """A stage-1 output as lora_instruct_tuning.sh expects it (the files only have to exist for DRY_RUN)."""
-    stage1 = tmp_path / "stage1"
-    (stage1 / "Vit-lora").mkdir(parents=True)
-    (stage1 / "mm_projector.bin").write_bytes(b"")
-    (stage1 / "Vit-lora" / "adapter_config.json").write_text("{}")
-    return stage1
 
 
 # ---------------------------------------------------------------------- the global batch on any cluster

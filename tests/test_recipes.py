@@ -96,16 +96,6 @@ def recipe_stages(name: str) -> set[int]:
     return {int(s) for s in re.search(r'^STAGES="?([12 ]+)"?$', text, re.M).group(1).split()}
 
 
-@pytest.fixture
-def stage1_dir(tmp_path: Path) -> Path:
-    """A stage-1 output with ViT LoRA: mm_projector.bin and Vit-lora/ (as in test_launch.py)."""
-    stage1 = tmp_path / "stage1"
-    (stage1 / "Vit-lora").mkdir(parents=True)
-    (stage1 / "mm_projector.bin").write_bytes(b"")
-    (stage1 / "Vit-lora" / "adapter_config.json").write_text("{}")
-    return stage1
-
-
 def write_output(cwd: Path, cmd: list[str]) -> None:
     """What a stage-1 run writes into its --output_dir: mm_projector.bin, and Vit-lora/ where ViT LoRA was on."""
     out = cwd / flag(cmd, "--output_dir")

@@ -29,12 +29,7 @@ AUTHORS_BASE = "/home/authors/checkpoints/ShareGPT4V-7B_Pretrained_vit-large336-
 RIGHT_BASE = released.SHAREGPT4V_7B_LLM
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _to_bin(directory: Path, stem: str) -> None:

@@ -26,18 +26,6 @@ N_IMG = 4  # the tiny tower: 32 px, patch 16
 
 
 # ---------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir_legacy):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir_legacy)
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_foundation):
-    from transformers import CLIPImageProcessor
-
-    return CLIPImageProcessor.from_pretrained(tiny_foundation["tower"])
 
 
 def _picture(size=(40, 30)) -> Image.Image:

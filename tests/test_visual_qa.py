@@ -20,12 +20,7 @@ FAST = ["--n_shot", str(K), "--max_new_tokens", "5", "--sq_max_new_tokens", "8",
 DESCRIBE_Q = "<image>\nCan you describe the image in detail?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

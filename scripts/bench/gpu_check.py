@@ -260,43 +260,23 @@ def _free_port() -> int:
 def part_demo(check: Check) -> dict:
     if installed("gradio") is None or installed("gradio_client") is None:
         return {"not_run": "gradio / gradio_client not installed"}
-    import httpx
     from gradio_client import Client, handle_file
 
+    sys.path.insert(0, str(REPO / "tests"))
+    from serve_common import running_server  # the demo tests' launcher: start, wait for /config, stop
+
     model, base = _eval_model(check)
-    port = _free_port()
-    cmd = [sys.executable, "-m", "llava.serve.gradio_web_server", "--model-path", model, "--device", check.device,
-           "--port", str(port)] + (["--model-base", base] if base else [])
-    log = check.out / "demo.log"
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=check.env, stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        start, deadline = time.monotonic(), time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise PartFailed(f"the demo exited with {proc.returncode} (see {log})")
-            try:
-                if httpx.get(url + "config", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise PartFailed(f"the demo did not answer within 300 s (see {log})")
-            time.sleep(0.5)
+    args = ["-m", "llava.serve.gradio_web_server", "--model-path", model, "--device", check.device] + (
+        ["--model-base", base] if base else [])
+    start = time.monotonic()
+    with running_server(args, check.out / "demo.log", timeout=300) as url:
         up = time.monotonic() - start
         image = next((check.work / "data" / "images").iterdir()) if (check.work / "data").is_dir() else \
             REPO / "llava/serve/examples/shapes_2.png"
         asked = time.monotonic()
         answer = Client(url, verbose=False).predict(handle_file(str(image)), "What color is the circle?", 0.0, 8,
                                                     api_name="/answer")
-        return {"startup_s": round(up, 1), "answer_s": round(time.monotonic() - asked, 2), "answer": str(answer)[:80]}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return {"startup_s": round(up, 1), "answer_s": round(time.monotonic() - asked, 2), "answer": str(answer)[:80]}
 
 
 # ---------------------------------------------------------------------------------------------- driver
