@@ -11,3 +11,10 @@ DEFAULT_IM_END_TOKEN = "<im_end>"
 # CLIP normalisation; the pad colour of "pad" aspect ratio is this mean in 0..255 (122, 116, 104).
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Answer-format instructions that LLaVA-1.5's instruction data appends to questions (VQA, multiple choice); a
+# model that learned to ask questions from that data writes them too (llava.inference.self_questioning).
+ANSWER_FORMAT_INSTRUCTIONS = (
+    "Answer the question using a single word or phrase.",
+    "Answer with the option's letter from the given choices directly.",
+)

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The one-command CPU quickstart: set up, make ShapesWorld data, build (or reuse) the tiny foundation models,
-# train stage 1 (pretrain.sh) and stage 2 (lora_instruct_tuning.sh) through the real entry points, merge the model
-# into checkpoints/sqllava-tiny (the CLI / web demo default), run the eval entry points on held-out ShapesWorld
-# sets, a self-questioning demo, and write a report with a metrics table (printed at the end).
+# The one-command CPU quickstart: set up, make ShapesWorld data, take the shipped tiny foundation models
+# (checkpoints/tiny-foundation), train stage 1 (pretrain.sh) and stage 2 (lora_instruct_tuning.sh) through the real
+# entry points, merge, run the focus phase (a low-lr short-answer fine-tune with stage-2 replay) into
+# checkpoints/sqllava-tiny (the CLI / web demo default), run the eval entry points on held-out ShapesWorld sets, a
+# self-questioning demo and the web demo's own question endpoint, and write a report with a metrics table.
 #
-#   bash scripts/quickstart.sh                         # about 15 minutes on 2 CPU cores
+#   bash scripts/quickstart.sh                         # about 12 minutes on 2 CPU cores
 #   QUICKSTART_PRESET=ci bash scripts/quickstart.sh    # a shortened run (CI: tests/test_quickstart.py)
 #
 # Environment: QUICKSTART_PRESET (full | ci), QUICKSTART_OUT (default outputs/quickstart[-ci]), SKIP_SETUP=1 (use
-# the existing .venv), VENV, FOUNDATION_ROOT (default checkpoints/tiny), MERGED (where the merged model is written and
+# the existing .venv), VENV, FOUNDATION (shipped: checkpoints/tiny-foundation | rebuild: build or reuse a set in
+# FOUNDATION_ROOT, default checkpoints/tiny, from FOUNDATION_PRESET and FOUNDATION_SET), MERGED (where the merged model is written and
 # evaluated from; default checkpoints/sqllava-tiny, the CLI/demo default, or $OUT/merged for ci), PROJECTOR_TYPE
-# (mlp2x_gelu | cluster), VERSION (v1_sq | v1), SEED, THREADS, STEPS1, STEPS2 and the other preset values below can
+# (mlp2x_gelu | cluster), VERSION (v1_sq | v1), SEED, THREADS, STEPS1, STEPS2, FOCUS_STEPS (0: no focus phase), FOCUS_LR,
+# FOCUS_OTHER, FOCUS_REPLAY, FOCUS_EXTRA, DEMO_QUESTIONS=0 (skip the demo endpoint check) and the other preset values can
 # be overridden one by one; TRAIN_EXTRA / STAGE2_EXTRA: more flags for both stages / lora_instruct_tuning.sh;
 # INSTRUCT_MIX: the stage-2 record kinds, a name (qa-heavy: the full default; description-heavy: the ci preset's)
 # or weights, e.g. "qa=0.8,desc_qa=0.1,mc=0.04,detail=0.03,caption=0.03";
@@ -23,17 +26,17 @@ PRESET=${QUICKSTART_PRESET:-full}
 case $PRESET in
   full)
     : "${N_PRETRAIN:=4000}" "${N_INSTRUCT:=8000}" "${N_EVAL:=300}" "${N_SQ_IMAGES:=50}"
-    : "${STEPS1:=400}" "${STEPS2:=1600}" "${BATCH1:=32}" "${BATCH2:=32}" ;;
-  ci)  # less data, fewer steps, and the LM pretrained 200 steps: in 500 stage-2 steps the 600-step LM left colour
-       # at 0.23 (chance 0.20), the 200-step one reaches 0.37; so does the description-heavy mix (QA-heavy: 0.27)
+    : "${STEPS1:=400}" "${STEPS2:=1000}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=1200}" ;;
+  ci)  # less data and fewer steps; the description-heavy mix teaches attributes faster in few stage-2 steps
     : "${N_PRETRAIN:=2000}" "${N_INSTRUCT:=3000}" "${N_EVAL:=200}" "${N_SQ_IMAGES:=20}"
-    : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}"
-    : "${INSTRUCT_MIX=description-heavy}" "${FOUNDATION_SET=lm_steps=200}" ;;
+    : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=200}"
+    : "${INSTRUCT_MIX=description-heavy}" "${DEMO_QUESTIONS:=0}" ;;
   *) echo "unknown QUICKSTART_PRESET=$PRESET (full | ci)" >&2; exit 2 ;;
 esac
 : "${OUT:=${QUICKSTART_OUT:-outputs/quickstart$([[ $PRESET == full ]] || echo "-$PRESET")}}"
 : "${VENV:=.venv}" "${FOUNDATION_ROOT:=checkpoints/tiny}" "${SEED:=0}" "${DATA_SEED:=0}" "${THREADS:=2}"
-: "${DATA:=$OUT/data}" "${FOUNDATION_PRESET:=full}"
+: "${DATA:=$OUT/data}" "${FOUNDATION:=shipped}" "${FOUNDATION_PRESET:=full}"
+: "${FOCUS_LR:=1e-4}" "${FOCUS_OTHER:=0.3}" "${FOCUS_REPLAY:=0.25}" "${DEMO_QUESTIONS:=1}"
 : "${PROJECTOR_TYPE:=mlp2x_gelu}" "${VERSION:=v1_sq}" "${SQ_R:=0.5}"
 : "${LR1:=2e-3}" "${LR2:=1e-3}" "${PROJECTOR_LR2:=1e-3}" "${LORA_R:=64}" "${LORA_ALPHA:=128}"
 : "${MERGED:=$([[ $PRESET == full ]] && echo checkpoints/sqllava-tiny || echo "$OUT/merged")}"
@@ -55,7 +58,13 @@ import json, sys, time
 path, name, t0 = sys.argv[1], sys.argv[2], float(sys.argv[3])
 d = json.load(open(path)); d[name + "_s"] = round(time.time() - t0, 1)
 json.dump(d, open(path, "w"), indent=1)
+print(f"[quickstart]     {name} took {d[name + '_s']:.0f} s")
 EOF
+}
+# A long phase: its whole output goes to LOG, its progress lines (steps, loss, elapsed, remaining) to the console.
+with_progress() {
+  local log=$1; shift
+  if ! "$@" 2>&1 | tee "$log" | sed -un 's/^\[progress\] /[quickstart]     /p'; then tail -40 "$log"; exit 1; fi
 }
 T_SETUP=$(date +%s.%N)
 
@@ -82,10 +91,14 @@ phase_end
 
 # ---------------------------------------------------------------------------------------------- foundation
 phase_start foundation
-# shellcheck disable=SC2086  # FOUNDATION_SET: space-separated FIELD=VALUE overrides of the preset
-"$PY" -m llava.quickstart.foundation --root "$FOUNDATION_ROOT" --preset "$FOUNDATION_PRESET" --threads "$THREADS" --shell \
-  ${FOUNDATION_SET:+--set $FOUNDATION_SET} \
-  > "$OUT/foundation.env"
+case $FOUNDATION in
+  # the shipped set, as a real run takes downloaded CLIP and Vicuna (its hashes are checked)
+  shipped) "$PY" -m llava.quickstart.foundation --verify checkpoints/tiny-foundation --shell > "$OUT/foundation.env" ;;
+  # shellcheck disable=SC2086  # FOUNDATION_SET: space-separated FIELD=VALUE overrides of the preset
+  rebuild) "$PY" -m llava.quickstart.foundation --root "$FOUNDATION_ROOT" --preset "$FOUNDATION_PRESET" \
+             --threads "$THREADS" --shell ${FOUNDATION_SET:+--set $FOUNDATION_SET} > "$OUT/foundation.env" ;;
+  *) echo "unknown FOUNDATION=$FOUNDATION (shipped | rebuild)" >&2; exit 2 ;;
+esac
 # shellcheck disable=SC1091
 source "$OUT/foundation.env"
 cp "$TINY_ROOT/foundation.json" "$OUT/foundation.json"
@@ -114,8 +127,7 @@ phase_start stage1
 DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none RESUME=0 MODEL=$TINY_LM VISION_TOWER=$TINY_VISION_TOWER \
   DATA_PATH=$DATA/pretrain.json IMAGE_FOLDER=$DATA/images OUTPUT_DIR=$OUT/stage1 \
   PER_DEVICE_BATCH=$BATCH1 GLOBAL_BATCH=$BATCH1 MASTER_PORT=$((29500 + RANDOM % 1000)) \
-  bash pretrain.sh "${COMMON[@]}" --max_steps "$STEPS1" --learning_rate "$LR1" > "$OUT/stage1.log" 2>&1 \
-  || { tail -40 "$OUT/stage1.log"; exit 1; }
+  with_progress "$OUT/stage1.log" bash pretrain.sh "${COMMON[@]}" --max_steps "$STEPS1" --learning_rate "$LR1"
 phase_end
 
 phase_start stage2
@@ -123,18 +135,30 @@ DEVICE=cpu NUM_GPUS=1 DS_CONFIG=none RESUME=0 MODEL=$TINY_LM VISION_TOWER=$TINY_
   DATA_PATH=$DATA/instruct.json IMAGE_FOLDER=$DATA/images OUTPUT_DIR=$OUT/stage2 \
   PRETRAIN_DIR=$OUT/stage1 PROJECTOR=$OUT/stage1/mm_projector.bin VIT_LORA=$OUT/stage1/Vit-lora \
   PER_DEVICE_BATCH=$BATCH2 GLOBAL_BATCH=$BATCH2 MASTER_PORT=$((29500 + RANDOM % 1000)) \
-  bash lora_instruct_tuning.sh "${COMMON[@]}" --version "$VERSION" --sq_r "$SQ_R" --lora_dropout 0 \
+  with_progress "$OUT/stage2.log" bash lora_instruct_tuning.sh "${COMMON[@]}" --version "$VERSION" --sq_r "$SQ_R" --lora_dropout 0 \
   "${STAGE2_ARGS[@]}" \
   --max_steps "$STEPS2" --learning_rate "$LR2" --mm_projector_lr "$PROJECTOR_LR2" \
-  --lora_r "$LORA_R" --lora_alpha "$LORA_ALPHA" > "$OUT/stage2.log" 2>&1 \
-  || { tail -40 "$OUT/stage2.log"; exit 1; }
+  --lora_r "$LORA_R" --lora_alpha "$LORA_ALPHA"
 phase_end
 fi
 
 phase_start merge
+STAGE2_MERGED=$([[ $FOCUS_STEPS == 0 ]] && echo "$MERGED" || echo "$OUT/stage2-merged")
 "$PY" scripts/merge_lora_weights.py --model-path "$OUT/stage2" --model-base "$TINY_LM" \
-  --save-model-path "$MERGED" > "$OUT/merge.log" 2>&1 || { tail -20 "$OUT/merge.log"; exit 1; }
+  --save-model-path "$STAGE2_MERGED" > "$OUT/merge.log" 2>&1 || { tail -20 "$OUT/merge.log"; exit 1; }
 phase_end
+
+if [[ $FOCUS_STEPS != 0 ]]; then
+phase_start focus
+# The merged stage-2 model trained further on one-question short answers (existence, probes, the other types) at a
+# low learning rate, with a quarter of each batch replaying stage-2 records (v1_sq): docs/shapesworld.md, "The focus
+# phase".
+# shellcheck disable=SC2086  # FOCUS_EXTRA: space-separated flags
+with_progress "$OUT/focus.log" "$PY" -m llava.quickstart.focus --model "$STAGE2_MERGED" --data "$DATA" \
+  --steps "$FOCUS_STEPS" --lr "$FOCUS_LR" --other "$FOCUS_OTHER" --replay "$FOCUS_REPLAY" --sq-r "$SQ_R" \
+  --threads "$THREADS" --seed "$SEED" --save "$MERGED" ${FOCUS_EXTRA:-}
+phase_end
+fi
 
 # ---------------------------------------------------------------------------------------------- evaluation
 ANS=$OUT/answers
@@ -164,6 +188,15 @@ logged "$OUT/self_questioning.log" "$PY" -m llava.eval.visual_sq --model-path "$
   --scenes "$DATA/scenes.jsonl"
 phase_end
 
+if [[ $DEMO_QUESTIONS != 0 ]]; then
+phase_start demo_questions
+# The web demo's own question path: the server started as a user would, its /ask_questions endpoint called on the
+# same held-out images, what it returns judged as above.
+logged "$OUT/demo_questions.log" "$PY" -m llava.quickstart.demo_questions --model-path "$MERGED" --data "$DATA" \
+  --n "$N_SQ_IMAGES" --k 3 --seed "$SEED" --threads "$THREADS" --out "$ANS/demo_sq.jsonl"
+phase_end
+fi
+
 # ---------------------------------------------------------------------------------------------- report
 "$PY" - "$TIMINGS" "$T_START" "$T_SETUP" "$OUT/settings.json" <<EOF
 import json, sys
@@ -171,7 +204,8 @@ path, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 d = json.load(open(path)); d = {"setup_s": round(t1 - t0, 1), **d}
 json.dump(d, open(path, "w"), indent=1)
 settings = dict(preset="$PRESET", projector="$PROJECTOR_TYPE", version="$VERSION", sq_r=$SQ_R, steps1=$STEPS1,
-                steps2=$STEPS2, batch1=$BATCH1, batch2=$BATCH2, lr1=$LR1, lr2=$LR2, projector_lr2=$PROJECTOR_LR2,
+                steps2=$STEPS2, focus_steps=$FOCUS_STEPS, focus_lr=$FOCUS_LR, focus_other=$FOCUS_OTHER,
+                focus_replay=$FOCUS_REPLAY, foundation_source="$FOUNDATION", batch1=$BATCH1, batch2=$BATCH2, lr1=$LR1, lr2=$LR2, projector_lr2=$PROJECTOR_LR2,
                 lora_r=$LORA_R, lora_alpha=$LORA_ALPHA, n_pretrain=$N_PRETRAIN, n_instruct=$N_INSTRUCT,
                 n_eval=$N_EVAL, eval_conv="$EVAL_CONV", seed=$SEED, data_seed=$DATA_SEED, data="$DATA",
                 foundation="$TINY_ROOT", merged="$MERGED")

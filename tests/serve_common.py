@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +12,7 @@ from PIL import Image
 
 from llava.conversation import get_template
 from llava.inference.engine import GenerationSettings, InferenceEngine, Request
+from llava.serve import process
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "llava" / "serve" / "examples" / "shapes_2.png"
@@ -76,40 +73,8 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_server(args: Sequence[str], log: Path, timeout: float = 180.0) -> Iterator[str]:
-    """Start `python <args>` (a gradio server given --port), wait until it answers, yield its URL, stop it."""
-    import httpx
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, *args, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                env=subprocess_env(), cwd=REPO)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "config", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not up after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    """`llava.serve.process.running_server` with the tests' environment (one thread, offline)."""
+    with process.running_server(args, log, subprocess_env(), timeout) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,12 @@ import pytest
 import torch
 from test_train_e2e import COMMON, losses, stage_files, workspace  # noqa: F401 - workspace is a fixture
 
+from llava.serve.process import free_port
+
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(args: list[str], entry: tuple[str, ...] = ("-m", "llava.train.train"),
@@ -39,7 +35,7 @@ def launch(args: list[str], entry: tuple[str, ...] = ("-m", "llava.train.train")
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), *entry, *args]
+           str(free_port()), *entry, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO, env=env)
 
 

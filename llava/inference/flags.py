@@ -63,9 +63,9 @@ class SQDefaults:
 
 BENCHMARK = Defaults()
 CHAT = Defaults(temperature=0.2, max_new_tokens=512, seed=None, model_path_required=False)
-# The reference demo's question sampling (docs/reference.md#question-generation); the chat asks with the "ask"
-# button or /ask, not with --sq.
-DEMO_QUESTIONS = SQDefaults(n_shot=None, temperature=1.2, top_p=0.95, top_k=300, max_new_tokens=300,
+# The chat's question sampling: the reference loader's (temperature 1, top-p 0.65, top-k 50), not its demo's
+# (docs/reference.md#d24-demo-question-sampling); the chat asks with the "ask" button or /ask, not with --sq.
+DEMO_QUESTIONS = SQDefaults(n_shot=None, temperature=1.0, top_p=0.65, top_k=50, max_new_tokens=100,
                             answer_flag=False)
 
 

@@ -11,7 +11,12 @@ from typing import Any
 
 from PIL import Image
 
-from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
+from llava.constants import (
+    ANSWER_FORMAT_INSTRUCTIONS,
+    DEFAULT_IM_END_TOKEN,
+    DEFAULT_IM_START_TOKEN,
+    DEFAULT_IMAGE_TOKEN,
+)
 from llava.conversation import Conversation, Segment, SeparatorStyle, get_template
 from llava.inference.engine import GenerationSettings, InferenceEngine, Request
 
@@ -180,16 +185,59 @@ def sample_questions(
     return [[q for q in texts[n * k : (n + 1) * k] if q] for n in range(len(images))]
 
 
+@dataclasses.dataclass(frozen=True)
+class SelfQuestion:
+    """A question the model asked, as shown to a person (`text`) and as sent back to the model (`prompt`: with the
+    answer-format instruction the model wrote, the form it was trained to answer)."""
+
+    text: str
+    prompt: str
+
+
+def tidy_question(raw: str, conv_mode: str = SQ_CONV_MODE) -> SelfQuestion | None:
+    """A sampled question fit to show a person, or None when it is not one.
+
+    The text is cut where the model started another turn without ending this one ("...largeVUSER: What..."),
+    the answer-format instruction it learned from the training data is moved from `text` to `prompt` only, and
+    what is left must be a question: non-empty and ending in "?"."""
+    template = get_template(conv_mode)
+    text = _clean(raw)
+    roles = {*template.roles, template.vuser_role or template.roles[0]}
+    cut = min((i for i in (text.find(f"{role}:") for role in roles) if i >= 0), default=-1)
+    if cut >= 0:
+        text = text[:cut].strip()
+    prompt = text
+    for instruction in ANSWER_FORMAT_INSTRUCTIONS:
+        if instruction in text:
+            text = text[: text.index(instruction)].strip()
+            prompt = f"{text}\n{instruction}" if text else ""
+    if len(text) < 2 or not text.endswith("?") or "\n" in text:
+        return None
+    return SelfQuestion(text, prompt)
+
+
 def ask_questions(
     engine: InferenceEngine, image: Image.Image, k: int, settings: GenerationSettings | None = None, *,
-    description: str | None = None, sq: SQSettings | None = None,
-) -> list[str]:
-    """K self-questions about one image (the demo's "ask me" button); describes the image first unless given."""
+    description: str | None = None, sq: SQSettings | None = None, rounds: int = 3,
+) -> list[SelfQuestion]:
+    """Up to K distinct self-questions about one image, tidied for people (the demo's and the CLI's "ask" button;
+    `tidy_question`); describes the image first unless given. Samples K at a time, at most `rounds` times, until
+    K distinct questions are kept."""
     sq = sq or SQSettings(n_shot=k)
     settings = settings or sq.questions
     if description is None:
         description = describe(engine, [image], sq, 1)[0]
-    return sample_questions(engine, [image], [description], k, settings, max(k, 1), sq=sq)[0]
+    kept: dict[str, SelfQuestion] = {}
+    for round_ in range(rounds):
+        if settings.seed is not None and round_:
+            settings = settings.replace(seed=settings.seed + 1)
+        for raw in sample_questions(engine, [image], [description], k, settings, max(k, 1), sq=sq)[0]:
+            question = tidy_question(raw, sq.conv_mode)
+            if question is not None and len(kept) < k:
+                kept.setdefault(question.text.lower(), question)
+        if len(kept) >= k or settings.temperature == 0:
+            break
+    return list(kept.values())
 
 
 def build_contexts(

@@ -23,7 +23,6 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    CLIPImageProcessor,
     CLIPVisionConfig,
     PretrainedConfig,
 )
@@ -36,6 +35,7 @@ from llava.model.config import (
     read_config_dict,
     vision_config_of,
 )
+from llava.model.image_processor import CLIPImageProcessor
 from llava.model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower, count_output_tokens
 from llava.model.multimodal_projector.builder import build_vision_projector

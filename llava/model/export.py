@@ -54,7 +54,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration
+from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
 
 from llava.constants import (
     DEFAULT_IM_END_TOKEN,
@@ -65,6 +65,7 @@ from llava.constants import (
 from llava.conversation import SeparatorStyle, conv_templates, get_template
 from llava.model.builder import load_pretrained_model, save_pretrained_llava
 from llava.model.config import config_from_dict
+from llava.model.image_processor import CLIPImageProcessor
 from llava.model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoTokenizer,
-    CLIPImageProcessor,
     CLIPVisionConfig,
     CLIPVisionModel,
     LlamaConfig,
@@ -19,6 +18,7 @@ from transformers import (
 )
 
 from llava.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from llava.model.image_processor import CLIPImageProcessor
 
 
 def write_tiny_vision_tower(

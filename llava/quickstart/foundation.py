@@ -16,7 +16,11 @@ They stand in for vicuna-7b and clip-vit-large-patch14-336 and load through the 
 - `lm/`: a tiny `LlamaForCausalLM` LM-pretrained on ShapesWorld text rendered through the real templates
   (captions, descriptions, multi-turn QA with USER/ASSISTANT/VUSER turns, text-only facts), saved with the tokenizer.
 
-`python -m llava.quickstart.foundation --preset full` builds (or finds) them under `checkpoints/tiny/<hash>/`.
+The quickstart uses the set shipped in the repository, `checkpoints/tiny-foundation/`, as a real run uses downloaded
+CLIP and Vicuna. It was written by `bash scripts/build_foundation.sh` (`--ship`), which records the command, the
+config, the library versions and every file's SHA-256 in its `foundation.json`; `--verify` checks them.
+`python -m llava.quickstart.foundation --preset full` builds (or finds) a set under `checkpoints/tiny/<hash>/`
+instead (the quickstart's `FOUNDATION=rebuild`).
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ from llava.shapesworld import (
 from llava.shapesworld.language import CAPTION_INSTRUCTIONS, DETAIL_PROMPTS, TEXT_ONLY_QA
 from llava.shapesworld.scene import derive_seed, scene_stream
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = REPO_ROOT / "checkpoints" / "tiny-foundation"
+PARTS = ("tokenizer", "vision", "lm")
 RECIPE_VERSION = 1  # bump when a build step changes in a way neither the config nor the generated data captures
 ROLE_SYMBOLS = ("VUSER", "USER", "ASSISTANT")
 
@@ -311,7 +318,7 @@ def perturb_scene(scene: Scene, rng: random.Random, world: WorldConfig) -> Scene
 
 
 def image_processor_for(image_size: int):
-    from transformers import CLIPImageProcessor
+    from llava.model.image_processor import CLIPImageProcessor
 
     return CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
@@ -578,6 +585,62 @@ def build_foundation(root: str | Path = "checkpoints/tiny", config: FoundationCo
     return Foundation(final, config, {**metrics, "cached": False})
 
 
+# ------------------------------------------------------------------------------------------ shipped set
+class FoundationError(RuntimeError):
+    """A shipped foundation set that is missing, incomplete or altered."""
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """SHA-256 of every file of the three model folders, by path relative to `root`."""
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for part in PARTS for f in sorted((root / part).rglob("*")) if f.is_file()}
+
+
+def ship(found: Foundation, out: Path, command: str, threads: int | None) -> dict:
+    """Copy a built set to `out` with its build record: command, config, versions, file hashes."""
+    import transformers
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in PARTS:
+        shutil.copytree(found.root / part, tmp / part)
+    record = json.loads((found.root / "foundation.json").read_text())
+    record["build"] = {"command": command, "threads": threads, "torch": torch.__version__,
+                       "transformers": transformers.__version__, "python": sys.version.split()[0]}
+    record["files"] = file_hashes(tmp)
+    record["size_bytes"] = sum((tmp / name).stat().st_size for name in record["files"])
+    (tmp / "foundation.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return record
+
+
+def verify(root: Path = SHIPPED, check_generator: bool = True) -> Foundation:
+    """The shipped set at `root` after checking every recorded hash; warns when ShapesWorld's generator has changed
+    since it was built (models trained on another version's data)."""
+    record_file = root / "foundation.json"
+    if not record_file.is_file():
+        raise FoundationError(f"{root} holds no foundation.json: not a shipped foundation set (restore it with "
+                              f"`git checkout -- {root}`, or build one: FOUNDATION=rebuild)")
+    record = json.loads(record_file.read_text())
+    actual = file_hashes(root)
+    for name, digest in record.get("files", {}).items():
+        if name not in actual:
+            raise FoundationError(f"{root / name} is missing (git lfs or a partial checkout?); restore it with "
+                                  f"`git checkout -- {root}` or rebuild: FOUNDATION=rebuild")
+        if actual[name] != digest:
+            raise FoundationError(f"{root / name} differs from the SHA-256 recorded in {record_file}; restore it "
+                                  f"with `git checkout -- {root}` or rebuild: FOUNDATION=rebuild")
+    extra = sorted(set(actual) - set(record.get("files", {})))
+    if extra:
+        raise FoundationError(f"{root} holds files its foundation.json does not record: {extra[:3]}")
+    config = FoundationConfig(**record["config"])
+    if check_generator and record.get("generator") != generator_fingerprint(config):
+        _log(f"warning: ShapesWorld's generator changed since {root} was built; models trained on this version's "
+             f"data: FOUNDATION=rebuild (or bash scripts/build_foundation.sh to re-ship)")
+    return Foundation(root, config, {**record["metrics"], "cached": True})
+
+
 def main(argv: list[str] | None = None) -> Foundation:
     p = argparse.ArgumentParser(prog="python -m llava.quickstart.foundation", description=__doc__.splitlines()[0])
     p.add_argument("--root", default="checkpoints/tiny")
@@ -586,7 +649,19 @@ def main(argv: list[str] | None = None) -> Foundation:
     p.add_argument("--force", action="store_true", help="rebuild even when cached")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--shell", action="store_true", help="print shell assignments instead of JSON")
+    p.add_argument("--ship", type=Path, metavar="DIR",
+                   help="build (or find in --root), then write the set to DIR with its build record "
+                        "(scripts/build_foundation.sh)")
+    p.add_argument("--verify", type=Path, metavar="DIR", help="use the shipped set in DIR after checking its hashes")
     a = p.parse_args(argv)
+    if a.verify:
+        try:
+            found = verify(a.verify)
+        except FoundationError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        _print(found, a.shell)
+        return found
     config = PRESETS[a.preset]
     fields = {f.name: f.type for f in dataclasses.fields(FoundationConfig)}
     overrides = {}
@@ -599,12 +674,21 @@ def main(argv: list[str] | None = None) -> Foundation:
     # Libraries print to stdout while building (DeepSpeed's accelerator notice...); keep stdout for the result.
     with contextlib.redirect_stdout(sys.stderr):
         found = build_foundation(a.root, config, force=a.force, threads=a.threads)
-    if a.shell:
+        if a.ship:
+            command = "python -m llava.quickstart.foundation " + " ".join(argv if argv is not None else sys.argv[1:])
+            record = ship(found, a.ship, command, a.threads)
+            found = Foundation(a.ship, config, found.metrics)
+            _log(f"shipped {len(record['files'])} files, {record['size_bytes'] / 1e6:.1f} MB, to {a.ship}")
+    _print(found, a.shell)
+    return found
+
+
+def _print(found: Foundation, shell: bool) -> None:
+    if shell:
         print(f"TINY_ROOT={found.root}\nTINY_TOKENIZER={found.tokenizer}\nTINY_VISION_TOWER={found.vision_tower}\n"
-              f"TINY_LM={found.language_model}\nTINY_IMAGE_SIZE={config.image_size}")
+              f"TINY_LM={found.language_model}\nTINY_IMAGE_SIZE={found.config.image_size}")
     else:
         print(json.dumps(found.as_dict(), indent=1))
-    return found
 
 
 if __name__ == "__main__":

@@ -155,9 +155,9 @@ class ChatCLI:
         if not 1 <= n <= len(questions):
             self.say(f"Usage: /q N with 1 <= N <= {len(questions)}")
             return
-        question = questions[n - 1]
+        question, stream = self.session.ask_suggestion(n - 1)
         self.say(f"{USER_PROMPT}{question}")
-        self.stream_answer(lambda: self.session.ask(question))
+        self.stream_answer(lambda: stream)
 
 
 def main(argv: list[str] | None = None) -> int:

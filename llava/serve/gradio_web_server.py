@@ -162,7 +162,10 @@ class WebDemo:
         if index >= len(session.suggestions):
             yield session, self.chat_messages(session.exchanges), gr.update(), f"{NOTE}That question is gone; ask again."
             return
-        yield from self.on_submit(session.suggestions[index], session, mode, temperature, top_p, max_new_tokens)
+        session.image_aspect_ratio = PROCESS_MODES.get(mode)
+        settings = self.settings_from(temperature, top_p, max_new_tokens)
+        question, stream = session.ask_suggestion(index, settings)
+        yield from self._chat(session, question, lambda: stream, list(session.exchanges), keep_text=gr.update())
 
     def on_regenerate(self, session: ChatSession | None, mode: str, temperature: float, top_p: float,
                       max_new_tokens: float) -> Iterator[ChatOutput]:

@@ -13,16 +13,18 @@ from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAUL
 from llava.conversation import Conversation, get_template
 from llava.inference import flags
 from llava.inference.engine import GenerationSettings, InferenceEngine, Request
-from llava.inference.self_questioning import SQSettings, ask_questions, describe
+from llava.inference.self_questioning import SelfQuestion, SQSettings, ask_questions, describe
 from llava.mm_utils import ASPECT_RATIOS
 
 
 @dataclasses.dataclass
 class Exchange:
-    """One finished round: the question as the user typed it and the model's answer."""
+    """One finished round: the question as shown (typed by the user, or a self-question clicked), the model's answer
+    and, when it differs from the question, the text the model was given (a self-question's answer format)."""
 
     question: str
     answer: str
+    prompt: str | None = None
 
 
 def clean_user_text(text: str) -> str:
@@ -47,7 +49,7 @@ class ChatSession:
         self.image: Image.Image | None = image
         self.image_aspect_ratio = image_aspect_ratio
         self.exchanges: list[Exchange] = []
-        self.suggestions: list[str] = []
+        self.suggestions: list[SelfQuestion] = []
         self._description: str | None = None
 
     # ------------------------------------------------------------------ state
@@ -89,7 +91,7 @@ class ChatSession:
         conv = get_template(self.conv_mode)
         conv.reset_messages()
         user, assistant = conv.roles
-        turns = [(e.question, e.answer) for e in history] + ([(question, None)] if question is not None else [])
+        turns = [(e.prompt or e.question, e.answer) for e in history] + ([(question, None)] if question is not None else [])
         for n, (q, a) in enumerate(turns):
             text = clean_user_text(q)
             if n == 0 and self.image is not None:
@@ -113,36 +115,46 @@ class ChatSession:
         return view
 
     # ------------------------------------------------------------------ generation
-    def ask(self, text: str, settings: GenerationSettings | None = None) -> Iterator[str]:
-        """Stream the answer to `text`; the round is recorded once the answer is complete."""
+    def ask(self, text: str, settings: GenerationSettings | None = None, *, prompt: str | None = None) -> Iterator[str]:
+        """Stream the answer to `text` (or to `prompt`, recorded as `text`); the round is recorded once the answer is
+        complete."""
         question = clean_user_text(text)
         if not question:
             raise ValueError("empty question")
-        return self._stream(question, list(self.exchanges), settings)
+        sent = clean_user_text(prompt) if prompt else None
+        return self._stream(question, list(self.exchanges), settings, sent if sent != question else None)
+
+    def ask_suggestion(self, index: int, settings: GenerationSettings | None = None) -> tuple[str, Iterator[str]]:
+        """(the question as shown, its answer stream) for self-question `index` of `suggestions`, sent to the model
+        in the form it asked it."""
+        suggestion = self.suggestions[index]
+        return suggestion.text, self.ask(suggestion.text, settings, prompt=suggestion.prompt)
 
     def regenerate(self, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Answer the last question again (a new sample unless decoding is greedy); replaces the last answer."""
         if not self.exchanges:
             raise ValueError("nothing to regenerate: ask a question first")
         last = self.exchanges[-1]
-        return self._stream(last.question, self.exchanges[:-1], settings)
+        return self._stream(last.question, self.exchanges[:-1], settings, last.prompt)
 
     def answer(self, text: str, settings: GenerationSettings | None = None) -> str:
         """`ask`, joined."""
         return "".join(self.ask(text, settings)).strip()
 
-    def _stream(self, question: str, history: list[Exchange], settings: GenerationSettings | None) -> Iterator[str]:
-        request = self.request(question, history)
+    def _stream(self, question: str, history: list[Exchange], settings: GenerationSettings | None,
+                prompt: str | None = None) -> Iterator[str]:
+        request = self.request(prompt or question, history)
         pieces: list[str] = []
         for piece in self.engine_view().stream(request, settings or self.settings):
             pieces.append(piece)
             yield piece
-        done = Exchange(question, "".join(pieces).strip())
+        done = Exchange(question, "".join(pieces).strip(), prompt)
         self.exchanges = history + [done]
 
     def self_questions(self, k: int, settings: GenerationSettings | None = None) -> list[str]:
-        """K questions the model asks itself about the image (docs/reference.md#question-generation); the description
-        turn is computed once per image. The questions are kept in `suggestions`."""
+        """Up to K questions the model asks itself about the image, as shown to people
+        (docs/reference.md#question-generation); the description turn is computed once per image. The questions
+        are kept in `suggestions` with the form they are sent in (`ask_suggestion`)."""
         if self.image is None:
             raise ValueError("no image: self-questioning needs an image")
         if k < 1:
@@ -153,7 +165,7 @@ class ChatSession:
             self._description = describe(engine, [self.image], sq, 1)[0]
         self.suggestions = ask_questions(engine, self.image, k, settings or sq.questions,
                                          description=self._description, sq=sq)
-        return list(self.suggestions)
+        return [s.text for s in self.suggestions]
 
     def info(self) -> dict[str, Any]:
         return {"conv_mode": self.conv_mode, "settings": self.settings.as_dict(),

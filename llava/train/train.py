@@ -9,7 +9,7 @@ import sys
 
 import torch
 import transformers
-from transformers import AutoTokenizer, CLIPImageProcessor, PretrainedConfig
+from transformers import AutoTokenizer, PretrainedConfig
 
 from llava.constants import DEFAULT_IMAGE_PATCH_TOKEN
 from llava.data.dataset import DataConfig, make_supervised_data_module
@@ -24,8 +24,10 @@ from llava.model.builder import (
     training_config,
 )
 from llava.model.config import CheckpointFormatError
+from llava.model.image_processor import CLIPImageProcessor
 from llava.train import checkpoints, stage
 from llava.train.arguments import DataArguments, FlagError, ModelArguments, TrainingArguments, parse_args
+from llava.train.progress import ProgressLineCallback
 from llava.train.trainer import LLaVATrainer
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ def train(argv: list[str] | None = None) -> None:
         print(stage.summary(model, plan, training_args), flush=True)
     trainer = LLaVATrainer(model=model, args=training_args, plan=plan, tokenizer=tokenizer,
                            image_processor=image_processor, **data_module)
+    if training_args.disable_tqdm:
+        trainer.add_callback(ProgressLineCallback())
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
     trainer.save_model(training_args.output_dir)

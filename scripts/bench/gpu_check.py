@@ -24,7 +24,6 @@ import importlib.metadata as md
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -172,6 +171,8 @@ def _losses(run_dir: Path) -> dict:
 
 
 def part_train(check: Check) -> dict:
+    from llava.serve.process import free_port
+
     models = _models(check)
     data = _data(check)
     zero2 = installed("deepspeed") is not None
@@ -180,7 +181,7 @@ def part_train(check: Check) -> dict:
                   "DS_CONFIG": str(REPO / "scripts/zero2.json") if zero2 else "none", "PYTHON": sys.executable,
                   "MODEL": str(models["lm"]), "VISION_TOWER": str(models["tower"]), "IMAGE_FOLDER": str(data / "images"),
                   "PER_DEVICE_BATCH": batch, "GLOBAL_BATCH": batch, "SAVE_STEPS": str(max(1, check.steps // 2)),
-                  "MASTER_PORT": str(_free_port()), "NUM_WORKERS": "2"}
+                  "MASTER_PORT": str(free_port()), "NUM_WORKERS": "2"}
     flags = ["--max_steps", str(check.steps), "--logging_steps", "1", "--model_max_length", "1024",
              "--mm_cluster_centers", "16", "--report_to", "none"]
     report: dict = {"zero2": zero2, "lm_layers": None if check.smoke else check.lm_layers}
@@ -192,7 +193,7 @@ def part_train(check: Check) -> dict:
         out = check.work / f"stage2_ckpt{checkpointing}"
         check.run("train", ["bash", "lora_instruct_tuning.sh", *flags, "--gradient_checkpointing", checkpointing],
                   env={**common_env, "DATA_PATH": str(data / "instruct.json"), "OUTPUT_DIR": str(out),
-                       "PRETRAIN_DIR": str(stage1), "MASTER_PORT": str(_free_port())}, timeout=900)
+                       "PRETRAIN_DIR": str(stage1), "MASTER_PORT": str(free_port())}, timeout=900)
         report[f"stage2_checkpointing_{checkpointing.lower()}"] = _losses(out)
     answer = check.run("train", [sys.executable, "-m", "llava.eval.run_llava", "--model-path",
                                  str(check.work / "stage2_ckptTrue"), "--model-base", str(models["lm"]),
@@ -250,11 +251,6 @@ def part_eval(check: Check) -> dict:
     result = json.loads((root / "pope/answers/gpu-check/result.json").read_text())
     return {"model": model, "mean_f1": result.get("mean_f1"), "mean_accuracy": result.get("mean_accuracy")}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def part_demo(check: Check) -> dict:

@@ -7,9 +7,10 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 
 import torch
-from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
+from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from llava.model.image_processor import CLIPImageProcessor
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""scripts/experiments/binding_focus.py on a tiny export and a tiny merged checkpoint: it trains, scores, saves."""
+"""The quickstart's focus phase (llava.quickstart.focus) on a tiny export and a tiny merged checkpoint: it trains,
+scores, prints progress and saves."""
 
 from __future__ import annotations
 
 import json
-import runpy
 from pathlib import Path
 
 import torch
@@ -11,27 +11,28 @@ from serve_common import write_tiny_checkpoint
 
 from llava.inference.engine import InferenceEngine
 from llava.model import compat
+from llava.quickstart.focus import main as focus_main
 from llava.shapesworld.export import export
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "experiments" / "binding_focus.py"
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
     return compat.read_tensors(compat.weight_files(directory))
 
 
-def test_focus_run_trains_scores_and_saves(tmp_path, tiny_foundation):
+def test_focus_run_trains_scores_and_saves(tmp_path, tiny_foundation, capsys):
     data = tmp_path / "data"
     export(data, seed=2, n_pretrain=4, n_instruct=12, n_eval=30)
     start = write_tiny_checkpoint(tmp_path / "start", tiny_foundation)
     saved = tmp_path / "focused"
-    curve = runpy.run_path(str(SCRIPT))["main"]([
+    curve = focus_main([
         "--model", str(start), "--data", str(data), "--steps", "2", "--batch", "4", "--eval-every", "1",
         "--held-out", "8", "--other", "0.3", "--replay", "0.5", "--threads", "1", "--lr", "1e-2",
         "--save", str(saved), "--curve", str(tmp_path / "curve.json"),
     ])
 
     assert [row["step"] for row in curve] == [0, 1, 2]
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[progress]")]
+    assert [line.split()[2] for line in progress] == ["1/2", "2/2"] and all(" loss " in line for line in progress)
     assert json.loads((tmp_path / "curve.json").read_text()) == curve
     rows = [json.loads(line) for line in open(data / "eval/vqa/questions.jsonl")]
     assert any(r["category"] == "existence" for r in rows)  # so the benchmark's own rows are scored

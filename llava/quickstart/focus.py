@@ -1,18 +1,18 @@
-"""Experiment: a focused short-answer fine-tune of a merged tiny model, tracking whether it learns binding.
+"""The quickstart's focus phase: a low-lr short-answer fine-tune of the merged stage-2 model, with stage-2 replay.
 
-Binding is what the VQA existence set tests ("is there a red circle?" beside a red square and a blue circle). The
-quickstart's model does not learn it within its 15-minute budget (docs/shapesworld.md, "Binding"). This
-script continues training a merged checkpoint on freshly drawn one-question samples (balanced existence questions,
-POPE-style probes and, optionally, the other short-answer types), with the loss on the answer tokens only, and
-prints held-out accuracy every `--eval-every` steps:
+Stage 2 teaches the tiny model to describe, answer and ask; how well its short answers come out varies with the
+seed (docs/shapesworld.md, "Seed runs"). This phase continues training the merged checkpoint on one-question
+samples drawn fresh from ShapesWorld (balanced existence questions, POPE-style probes and, with `--other`, the other
+short-answer types), the loss on the answer tokens only, mixed with a share of the stage-2 records with their usual
+labels (`--replay`, v1_sq) so the model keeps describing and asking. The LM (without its embeddings and head) and
+the projector train whole with AdamW after a warm-up; the tower stays frozen.
 
-    python scripts/experiments/binding_focus.py --model checkpoints/sqllava-tiny --data outputs/quickstart/data \\
-        --steps 2500 --lr 1e-4 --save outputs/binding_focus/model
+    python -m llava.quickstart.focus --model checkpoints/sqllava-tiny --data outputs/quickstart/data \\
+        --steps 1000 --other 0.3 --replay 0.25 --save outputs/focused
 
-`--save` writes a merged checkpoint that the evaluation entry points read (the quickstart's eval commands).
-Held-out sets: 400 balanced existence questions and 400 probes on scenes of streams the export never draws, and the
-export's own VQA existence questions (the benchmark item). Not part of the quickstart; CI runs a two-step smoke
-test (tests/test_binding_focus.py).
+`--save` writes a merged checkpoint that the evaluation entry points read. With `--held-out N` it also prints
+accuracy on N balanced existence questions and N probes drawn from scenes no export uses, and on the export's VQA
+existence questions, every `--eval-every` steps (the binding experiments of docs/shapesworld.md).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from llava.inference.engine import InferenceEngine
 from llava.shapesworld.language import existence_probe, make_question, with_suffix
 from llava.shapesworld.render import render_scene
 from llava.shapesworld.scene import WorldConfig, scene_stream
+from llava.train import progress
 
 Sample = tuple[Image.Image, str, str]  # image, question with the short-answer suffix, answer
 OTHER_TYPES = ("color", "shape", "count", "position", "size")
@@ -132,7 +133,7 @@ class Focus:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llava.quickstart.focus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a merged checkpoint (the quickstart's MERGED)")
     parser.add_argument("--data", type=Path, required=True, help="the ShapesWorld export the model was trained on")
     parser.add_argument("--steps", type=int, default=2500)
@@ -146,8 +147,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="share of each batch drawn from the export's stage-2 records (instruct.json, v1_sq "
                              "with --sq-r, their usual labels), against forgetting how to ask and describe")
     parser.add_argument("--sq-r", type=float, default=0.5)
-    parser.add_argument("--held-out", type=int, default=400, help="size of each drawn held-out set")
-    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--held-out", type=int, default=0, help="size of each drawn held-out set (0: none)")
+    parser.add_argument("--eval-every", type=int, default=250, help="held-out scoring interval (with --held-out)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, help="write the merged result here")
@@ -158,10 +159,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(args.threads)
     world = WorldConfig.from_dict(json.loads((args.data / "world.json").read_text())["config"])
     focus = Focus(InferenceEngine.from_pretrained(args.model, device="cpu", dtype="float32"), args.lora)
-    sets = {"balanced": held_out(world, "focus-balanced", args.held_out, 0.0),
-            "probe": held_out(world, "focus-probe", args.held_out, 1.0),
-            "vqa_existence": export_existence(args.data)}
-    sets = {name: samples for name, samples in sets.items() if samples}  # a small export may hold no existence row
+    sets = {}
+    if args.held_out:
+        sets = {"balanced": held_out(world, "focus-balanced", args.held_out, 0.0),
+                "probe": held_out(world, "focus-probe", args.held_out, 1.0),
+                "vqa_existence": export_existence(args.data)}
+        sets = {name: samples for name, samples in sets.items() if samples}  # a small export may hold no existence row
     optimizer = torch.optim.AdamW(focus.parameters(), lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / args.warmup))
     rng, scenes = random.Random(args.seed), scene_stream(args.seed, "focus-train", world)
@@ -176,9 +179,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             focus.tokenizer, focus.engine.image_processor)
         replay_order = torch.randperm(len(replay["train_dataset"]), generator=torch.Generator().manual_seed(args.seed))
     curve: list[dict] = []
+    losses: list[float] = []
     start = time.perf_counter()
 
     def report(step: int) -> None:
+        if not sets:
+            return
         row = {"step": step, "seconds": round(time.perf_counter() - start, 1)}
         for name, samples in sets.items():
             row[name], row[name + "_yes"] = (round(x, 3) for x in focus.yes_no_accuracy(samples))
@@ -201,6 +207,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         loss.backward()
         optimizer.step()
         schedule.step()
+        losses.append(loss.item())
+        if progress.due(step, args.steps):
+            print(progress.progress_line(step, args.steps, time.perf_counter() - start, sum(losses[-50:]) /
+                                         len(losses[-50:])), flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             report(step)
     if args.curve:
