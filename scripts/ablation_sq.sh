@@ -6,7 +6,7 @@
 #   SEEDS="0" PROJECTORS=mlp2x_gelu bash scripts/ablation_sq.sh
 # Environment: ROOT (default outputs/ablation_sq), SEEDS, PROJECTORS, VERSIONS, PARALLEL (default 2: that many
 # projector types train at once, 1 thread each; 1 = one run at a time), QUICKSTART_PRESET and every quickstart.sh
-# variable. Stage 2 runs 700 steps by default (STEPS2; the quickstart's 1600). Finished runs (metrics.json) are
+# variable. Stage 2 runs 700 steps by default (STEPS2; the quickstart's 800, then its focus phase). Finished runs (metrics.json) are
 # skipped, so an interrupted ablation resumes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

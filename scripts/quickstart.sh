@@ -26,7 +26,8 @@ PRESET=${QUICKSTART_PRESET:-full}
 case $PRESET in
   full)
     : "${N_PRETRAIN:=4000}" "${N_INSTRUCT:=8000}" "${N_EVAL:=300}" "${N_SQ_IMAGES:=50}"
-    : "${STEPS1:=400}" "${STEPS2:=1000}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=1200}" ;;
+    # stage 1's loss is flat after ~50 steps; the time goes to stage 2 and the focus phase
+    : "${STEPS1:=200}" "${STEPS2:=800}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=1200}" ;;
   ci)  # less data and fewer steps; the description-heavy mix teaches attributes faster in few stage-2 steps
     : "${N_PRETRAIN:=2000}" "${N_INSTRUCT:=3000}" "${N_EVAL:=200}" "${N_SQ_IMAGES:=20}"
     : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=200}"
@@ -36,7 +37,7 @@ esac
 : "${OUT:=${QUICKSTART_OUT:-outputs/quickstart$([[ $PRESET == full ]] || echo "-$PRESET")}}"
 : "${VENV:=.venv}" "${FOUNDATION_ROOT:=checkpoints/tiny}" "${SEED:=0}" "${DATA_SEED:=0}" "${THREADS:=2}"
 : "${DATA:=$OUT/data}" "${FOUNDATION:=shipped}" "${FOUNDATION_PRESET:=full}"
-: "${FOCUS_LR:=1e-4}" "${FOCUS_OTHER:=0.3}" "${FOCUS_REPLAY:=0.25}" "${DEMO_QUESTIONS:=1}"
+: "${FOCUS_LR:=2e-4}" "${FOCUS_OTHER:=0.3}" "${FOCUS_REPLAY:=0.35}" "${DEMO_QUESTIONS:=1}"
 : "${PROJECTOR_TYPE:=mlp2x_gelu}" "${VERSION:=v1_sq}" "${SQ_R:=0.5}"
 : "${LR1:=2e-3}" "${LR2:=1e-3}" "${PROJECTOR_LR2:=1e-3}" "${LORA_R:=64}" "${LORA_ALPHA:=128}"
 : "${MERGED:=$([[ $PRESET == full ]] && echo checkpoints/sqllava-tiny || echo "$OUT/merged")}"
@@ -207,7 +208,7 @@ settings = dict(preset="$PRESET", projector="$PROJECTOR_TYPE", version="$VERSION
                 steps2=$STEPS2, focus_steps=$FOCUS_STEPS, focus_lr=$FOCUS_LR, focus_other=$FOCUS_OTHER,
                 focus_replay=$FOCUS_REPLAY, foundation_source="$FOUNDATION", batch1=$BATCH1, batch2=$BATCH2, lr1=$LR1, lr2=$LR2, projector_lr2=$PROJECTOR_LR2,
                 lora_r=$LORA_R, lora_alpha=$LORA_ALPHA, n_pretrain=$N_PRETRAIN, n_instruct=$N_INSTRUCT,
-                n_eval=$N_EVAL, eval_conv="$EVAL_CONV", seed=$SEED, data_seed=$DATA_SEED, data="$DATA",
+                n_eval=$N_EVAL, eval_conv="$EVAL_CONV", seed=$SEED, threads=$THREADS, data_seed=$DATA_SEED, data="$DATA",
                 foundation="$TINY_ROOT", merged="$MERGED")
 json.dump(settings, open(sys.argv[4], "w"), indent=1)
 EOF

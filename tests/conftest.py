@@ -69,6 +69,16 @@ def tiny_foundation(tmp_path_factory, tokenizer_dir_legacy):
     return {"lm": lm, "tower": tower, "tokenizer": tokenizer_dir_legacy}
 
 
+@pytest.fixture(scope="session")
+def shipped_foundation() -> dict:
+    """The quickstart's shipped foundation (checkpoints/tiny-foundation): an LM pretrained on ShapesWorld text, so
+    that at the "...</s>VUSER:" cue it asks questions in the world's language, as a trained model does."""
+    from llava.quickstart.foundation import SHIPPED, verify
+
+    found = verify(SHIPPED, check_generator=False)
+    return {"lm": found.language_model, "tower": found.vision_tower, "tokenizer": found.tokenizer}
+
+
 @pytest.fixture
 def tiny_model_factory(tiny_foundation):
     """Build a tiny LlavaLlamaForCausalLM with a given projector type (random projector, loaded LM and tower)."""

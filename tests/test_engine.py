@@ -18,6 +18,7 @@ from llava.inference.self_questioning import (
     answer_with_self_questioning,
     ask_questions,
     context_conversation,
+    tidy_question,
 )
 
 GREEDY = GenerationSettings(max_new_tokens=10)
@@ -144,7 +145,7 @@ def test_ask_questions_and_answer(engine):
     sq = SQSettings(n_shot=2, questions=GenerationSettings(temperature=1.0, top_k=50, max_new_tokens=5, seed=1),
                     answers=GenerationSettings(max_new_tokens=4), description=GenerationSettings(max_new_tokens=4))
     questions = ask_questions(engine, _image(1), 3, sq.questions, sq=sq)
-    assert len(questions) == 3 and all(isinstance(q, str) and q for q in questions)
+    assert len(questions) <= 3 and all(q.text.endswith("?") and q.prompt.startswith(q.text) for q in questions)
     results = answer_with_self_questioning(engine, [_image(1), None, _image(2)], ["Q1?", "Q2?", "Q3?"], sq,
                                            GenerationSettings(max_new_tokens=4), batch_size=4)
     assert [ctx is None for _, ctx in results] == [False, True, False]
@@ -174,3 +175,42 @@ def test_answer_file_repairs_and_refuses_mixed_settings(tmp_path):
     path.write_text('{"question_id": 0}\nnot json\n{"question_id": 2}\n')
     with pytest.raises(AnswerFileError, match="line 2"):
         AnswerFile(path)
+
+
+@pytest.mark.parametrize(("raw", "text", "prompt"), [
+    ("What color is the circle?", "What color is the circle?", "What color is the circle?"),
+    (" What color is the circle? Answer the question using a single word or phrase.", "What color is the circle?",
+     "What color is the circle?\nAnswer the question using a single word or phrase."),
+    ("Which one is red?\nAnswer with the option's letter from the given choices directly.", "Which one is red?",
+     "Which one is red?\nAnswer with the option's letter from the given choices directly."),
+    ("Is there a cube? ASSISTANT: yes", "Is there a cube?", "Is there a cube?"),
+    ("<image>What is it?", "What is it?", "What is it?"),
+    ("What shape is the largeVUSER: What color is the circle?", None, None),
+    ("There is one object.", None, None),
+    ("Answer the question using a single word or phrase.", None, None),
+    ("", None, None),
+])
+def test_tidy_question(raw, text, prompt):
+    tidy = tidy_question(raw)
+    assert (tidy.text, tidy.prompt) == (text, prompt) if text else tidy is None
+
+
+def test_ask_questions_samples_more_rounds_until_k_distinct(engine, monkeypatch):
+    from llava.inference import self_questioning
+
+    rounds = iter([["What is it?", "junk", "What is it? Answer the question using a single word or phrase."],
+                   ["Is there a cube?", "What is it?", "How many objects are there?"],
+                   ["Never reached?"] * 3])
+    seeds = []
+
+    def fake(engine, images, descriptions, k, settings, *a, **kw):
+        seeds.append(settings.seed)
+        return [next(rounds)]
+
+    monkeypatch.setattr(self_questioning, "sample_questions", fake)
+    settings = GenerationSettings(temperature=1.0, seed=5)
+    got = ask_questions(engine, _image(1), 3, settings, description="A red square.")
+    assert [q.text for q in got] == ["What is it?", "Is there a cube?", "How many objects are there?"]
+    assert seeds == [5, 6]  # a new seed per round, so a seeded round is not drawn twice
+    rounds = iter([["junk"]] * 5)
+    assert ask_questions(engine, _image(1), 2, settings, description="A red square.") == []  # at most 3 rounds

@@ -170,3 +170,44 @@ def test_clip_caption_names_every_object_with_its_cell():
     caption = fd.clip_caption(scene)
     for o in scene.objects:
         assert f"{o.size} {o.color} {o.shape} in the" in caption
+
+
+def test_ship_records_the_build_and_verify_checks_every_file(built, tmp_path):
+    shipped = tmp_path / "shipped"
+    record = fd.ship(built, shipped, "python -m llava.quickstart.foundation --preset test", threads=1)
+    assert record["build"]["command"].endswith("--preset test") and record["build"]["threads"] == 1
+    assert set(record["files"]) == {str(f.relative_to(shipped)) for part in fd.PARTS
+                                    for f in (shipped / part).rglob("*") if f.is_file()}
+    assert record["size_bytes"] == sum((shipped / n).stat().st_size for n in record["files"])
+    found = fd.verify(shipped)
+    assert found.language_model == shipped / "lm" and found.config == TEST
+
+    weights = shipped / "lm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(fd.FoundationError, match="lm/model.safetensors differs from the SHA-256"):
+        fd.verify(shipped)
+    weights.unlink()
+    with pytest.raises(fd.FoundationError, match="is missing"):
+        fd.verify(shipped)
+    with pytest.raises(fd.FoundationError, match="holds no foundation.json"):
+        fd.verify(tmp_path)
+
+
+def test_the_shipped_set_is_intact_and_matches_the_generator():
+    """The committed checkpoints/tiny-foundation: every file as recorded, built by the documented command, and from
+    the data this version of ShapesWorld generates (an edited generator needs `bash scripts/build_foundation.sh`)."""
+    record = json.loads((fd.SHIPPED / "foundation.json").read_text())
+    found = fd.verify(fd.SHIPPED)
+    assert found.config == fd.PRESETS["full"]
+    assert record["build"]["command"] == ("python -m llava.quickstart.foundation --preset full --threads 2 "
+                                          "--ship checkpoints/tiny-foundation")
+    assert record["generator"] == fd.generator_fingerprint(found.config)
+    assert record["key"] == found.config.key()
+    assert record["metrics"]["vision"]["passed"] and record["metrics"]["lm"]["steps"] == found.config.lm_steps
+    assert record["size_bytes"] < 12e6
+
+
+def test_quickstart_verify_cli_prints_the_shipped_paths(capsys):
+    fd.main(["--verify", str(fd.SHIPPED), "--shell"])
+    lines = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["TINY_LM"] == str(fd.SHIPPED / "lm") and lines["TINY_VISION_TOWER"] == str(fd.SHIPPED / "vision")

@@ -75,9 +75,9 @@ def words(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_foundation, tmp_path_factory) -> Path:
+def checkpoint(shipped_foundation, tmp_path_factory) -> Path:
     _chromium_or_fail()
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("serve_browser") / "ckpt", tiny_foundation)
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("serve_browser") / "ckpt", shipped_foundation)
 
 
 @pytest.fixture(scope="module")

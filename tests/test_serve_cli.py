@@ -37,8 +37,8 @@ TURN = re.compile(r"USER: ((?:(?!USER: ).)*?)\nASSISTANT: ((?:(?!\nUSER: ).)*)\n
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_foundation, tmp_path_factory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("serve_cli") / "ckpt", tiny_foundation)
+def checkpoint(shipped_foundation, tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("serve_cli") / "ckpt", shipped_foundation)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_session_self_questions(engine, image):
     session = ChatSession(engine, image, GREEDY, sq=demo_sq())
     questions = session.self_questions(2)
     assert 1 <= len(questions) <= 2 and all(q.strip() == q and q for q in questions)
-    assert session.suggestions == questions
+    assert [s.text for s in session.suggestions] == questions and all(q.endswith("?") for q in questions)
     assert session.self_questions(2) == questions  # seeded sampling, cached description
 
 

@@ -36,8 +36,8 @@ MAX_PIXELS = 100 * 100  # the server's upload limit here: the 48 px examples pas
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_foundation, tmp_path_factory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("serve_gradio") / "ckpt", tiny_foundation)
+def checkpoint(shipped_foundation, tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("serve_gradio") / "ckpt", shipped_foundation)
 
 
 @pytest.fixture(scope="module")
@@ -169,11 +169,42 @@ def test_page_self_questions_and_chips(app, engine):
     session = app.on_image(str(EXAMPLE), None)[0]
     session, status, *chips = app.on_ask_questions(session, "Pad", 3)
     shown = [c["value"] for c in chips if c["visible"]]
-    assert len(chips) == MAX_SQ_K and 1 <= len(shown) <= 3 and shown == session.suggestions
+    assert len(chips) == MAX_SQ_K and 1 <= len(shown) <= 3 and shown == [s.text for s in session.suggestions]
+    assert all(q.endswith("?") and "Answer the question" not in q and "USER:" not in q for q in shown)
     assert "click a question" in status
     session, chat, _, _ = last(app.on_suggestion(0, session, "Pad", 0.0, 0.7, 12))
     assert chat[0]["content"] == shown[0] and session.image_aspect_ratio == "pad"
     assert engine.image_aspect_ratio == "square"  # the shared engine is untouched by this user's "Pad"
+
+
+def test_chips_show_tidy_questions_and_send_the_models_form(app, engine, monkeypatch):
+    """What the model wrote -> what the chips show -> what a click sends (and the chat shows)."""
+    from llava.inference import self_questioning
+
+    raw = ["What shape is the largeVUSER: What color is the circle?",  # a turn begun inside another: dropped
+           "What color is the circle? Answer the question using a single word or phrase.",
+           "What color is the circle?",  # the same question once tidied: kept once
+           "Is there a red square?"]
+    rounds = iter([raw[:3], raw[3:]])  # the ask samples K = 3 per round until 3 distinct tidy ones or 3 rounds
+    monkeypatch.setattr(self_questioning, "sample_questions", lambda *a, **kw: [next(rounds, [])])
+    session = app.on_image(str(EXAMPLE), None)[0]
+    session, _, *chips = app.on_ask_questions(session, "Crop", 3)
+    shown = [c["value"] for c in chips if c["visible"]]
+    assert shown == ["What color is the circle?", "Is there a red square?"]
+    sent = []
+    original = engine.stream
+
+    def spy(request, settings):
+        sent.append(request.conversation.get_prompt())
+        yield from original(request, settings)
+
+    monkeypatch.setattr(engine, "stream", spy)
+    session, chat, _, _ = last(app.on_suggestion(0, session, "Crop", 0.0, 0.7, 4))
+    assert chat[0]["content"] == "What color is the circle?"
+    assert sent[0].endswith("What color is the circle?\nAnswer the question using a single word or phrase. ASSISTANT:")
+    assert session.exchanges[0].question == "What color is the circle?"
+    session, chat, _, _ = last(app.on_submit("And the square?", session, "Crop", 0.0, 0.7, 4))
+    assert "What color is the circle?\nAnswer the question using a single word or phrase. ASSISTANT:" in sent[1]
 
 
 def test_page_builds(app):

@@ -4,7 +4,7 @@ Stage 2 teaches the tiny model to describe, answer and ask; how well its short a
 seed (docs/shapesworld.md, "Seed runs"). This phase continues training the merged checkpoint on one-question
 samples drawn fresh from ShapesWorld (balanced existence questions, POPE-style probes and, with `--other`, the other
 short-answer types), the loss on the answer tokens only, mixed with a share of the stage-2 records with their usual
-labels (`--replay`, v1_sq) so the model keeps describing and asking. The LM (without its embeddings and head) and
+labels (`--replay`, in the model's training template) so the model keeps describing and asking. The LM (without its embeddings and head) and
 the projector train whole with AdamW after a warm-up; the tower stays frozen.
 
     python -m llava.quickstart.focus --model checkpoints/sqllava-tiny --data outputs/quickstart/data \\
@@ -144,9 +144,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--probe", type=float, default=0.5, help="share of POPE-style probes among existence samples")
     parser.add_argument("--other", type=float, default=0.0, help="share of the other short-answer types")
     parser.add_argument("--replay", type=float, default=0.0,
-                        help="share of each batch drawn from the export's stage-2 records (instruct.json, v1_sq "
-                             "with --sq-r, their usual labels), against forgetting how to ask and describe")
-    parser.add_argument("--sq-r", type=float, default=0.5)
+                        help="share of each batch drawn from the export's stage-2 records (instruct.json, in the "
+                             "checkpoint's template, with --sq-r for v1_sq; their usual labels), against forgetting how "
+                             "to ask and describe")
+    parser.add_argument("--sq-r", type=float, default=0.5, help="VUSER probability of replayed records (v1_sq)")
     parser.add_argument("--held-out", type=int, default=0, help="size of each drawn held-out set (0: none)")
     parser.add_argument("--eval-every", type=int, default=250, help="held-out scoring interval (with --held-out)")
     parser.add_argument("--threads", type=int, default=2)
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         replay = make_supervised_data_module(
             DataConfig(data_path=str(args.data / "instruct.json"), image_folder=str(args.data / "images"),
-                       template="v1_sq", model_max_length=512, num_image_tokens=focus.model.num_image_tokens,
+                       template=focus.engine.conv_mode, model_max_length=512, num_image_tokens=focus.model.num_image_tokens,
                        sq_r=args.sq_r, seed=args.seed),
             focus.tokenizer, focus.engine.image_processor)
         replay_order = torch.randperm(len(replay["train_dataset"]), generator=torch.Generator().manual_seed(args.seed))

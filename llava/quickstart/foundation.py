@@ -675,7 +675,10 @@ def main(argv: list[str] | None = None) -> Foundation:
     with contextlib.redirect_stdout(sys.stderr):
         found = build_foundation(a.root, config, force=a.force, threads=a.threads)
         if a.ship:
-            command = "python -m llava.quickstart.foundation " + " ".join(argv if argv is not None else sys.argv[1:])
+            args = list(argv if argv is not None else sys.argv[1:])
+            if "--root" in args:  # where the build is cached does not change what is built
+                del args[args.index("--root") : args.index("--root") + 2]
+            command = "python -m llava.quickstart.foundation " + " ".join(args)
             record = ship(found, a.ship, command, a.threads)
             found = Foundation(a.ship, config, found.metrics)
             _log(f"shipped {len(record['files'])} files, {record['size_bytes'] / 1e6:.1f} MB, to {a.ship}")

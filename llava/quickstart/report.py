@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava.quickstart.evaluate import TARGET_TYPES, check_targets, format_table
+from llava.quickstart.evaluate import BINDING_TYPE, TARGET_TYPES, check_targets, format_table
 
 
 def loss_history(trainer_state: Path) -> tuple[list[int], list[float]]:
@@ -65,7 +65,7 @@ def plot_accuracy(vqa: Mapping[str, Any], out: Path) -> Path:
         ax.text(i, per_type[n]["accuracy"] + 0.02, f"{per_type[n]['accuracy']:.2f}", ha="center", fontsize=8)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("accuracy (black: chance)")
-    ax.set_title(f"ShapesWorld VQA, held-out images (mean of the 4 blue types {vqa["mean4"]:.3f})")
+    ax.set_title(f"ShapesWorld VQA, held-out images (mean of the 4 blue types {vqa['mean4']:.3f})")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -217,11 +217,69 @@ def ablation_table(root: str | Path) -> str:
     return "\n".join(lines)
 
 
+def _seed_cells(metrics: dict, settings: dict) -> dict[str, Any]:
+    """One seeds-table row's values (None where the run lacks the metric)."""
+    vqa, pope, sq, demo = (metrics.get(k) or {} for k in ("vqa", "pope", "sq", "demo_sq"))
+    per_type = vqa.get("per_type", {})
+    splits = pope.get("splits", {})
+    cells: dict[str, Any] = {"VQA mean4": vqa.get("mean4")}
+    for qtype in TARGET_TYPES:
+        cells[qtype] = per_type.get(qtype, {}).get("accuracy")
+    cells["existence (binding)"] = per_type.get(BINDING_TYPE, {}).get("accuracy")
+    for split in ("random", "popular", "adversarial"):
+        cells[f"POPE F1 {split[:3]}"] = splits.get(split, {}).get("f1")
+    cells.update({"SQ well-formed": sq.get("well_formed"), "SQ grounded": sq.get("grounded"),
+                  "SQ distinct": sq.get("distinct"), "SQ types": sq.get("n_types"),
+                  "demo well-formed": demo.get("well_formed"), "demo grounded": demo.get("grounded"),
+                  "demo role markers": demo.get("role_markers")})
+    wall = metrics.get("timings", {}).get("total_s")
+    cells["wall (min)"] = wall / 60 if wall is not None else None
+    failed = [t["name"] for t in metrics.get("targets", check_targets(metrics)) if not t["passed"]]
+    cells["all checks"] = "yes" if not failed else "no: " + ", ".join(failed)
+    return cells
+
+
+def seeds_table(root: str | Path) -> str:
+    """One row per quickstart run under `root` (scripts/quickstart_seeds.sh), then mean ± sd over the runs; the
+    existence row's chance level is in the header."""
+    runs = []
+    for metrics_file in sorted(Path(root).glob("*/metrics.json")):
+        settings_file = metrics_file.parent / "settings.json"
+        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+        metrics = json.loads(metrics_file.read_text())
+        runs.append((metrics_file.parent.name, settings, metrics, _seed_cells(metrics, settings)))
+    if not runs:
+        raise FileNotFoundError(f"no */metrics.json under {root}: run scripts/quickstart_seeds.sh first")
+    names = list(runs[0][3])
+    chance = runs[0][2].get("vqa", {}).get("per_type", {}).get(BINDING_TYPE, {}).get("chance")
+    header = [n if n != "existence (binding)" or chance is None else f"existence (binding, chance {chance:.3f})"
+              for n in names]
+    lines = ["| run | seed | threads | " + " | ".join(header) + " |", "|" + "---|" * (3 + len(names))]
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "n/a"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    for name, settings, _, cells in runs:
+        lines.append(f"| {name} | {settings.get('seed', '')} | {settings.get('threads', '')} | "
+                     + " | ".join(fmt(cells[n]) for n in names) + " |")
+    summary = []
+    for n in names:
+        values = [float(c[n]) for *_, c in runs if isinstance(c[n], (int, float))]
+        summary.append(_mean_spread(values) if n != "all checks" else
+                       f"{sum(c[n] == 'yes' for *_, c in runs)} of {len(runs)}")
+    lines.append("| mean ± sd | | | " + " | ".join(summary) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m llava.quickstart.report", description=__doc__)
     p.add_argument("--run", help="quickstart output folder (metrics.json, settings.json, stage1/, stage2/)")
     p.add_argument("--out", default=None, help="report path (default RUN/report.md, or ROOT/ablation.md)")
     p.add_argument("--ablation", default=None, metavar="ROOT", help="summarise the runs under ROOT instead")
+    p.add_argument("--seeds", default=None, metavar="ROOT",
+                   help="one table of the runs under ROOT, with mean and spread (scripts/quickstart_seeds.sh)")
     p.add_argument("--started-at", type=float, default=None, help="epoch seconds the run started (total wall time)")
     p.add_argument("--print-table", action="store_true", help="print the metrics table")
     a = p.parse_args(argv)
@@ -231,8 +289,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
         path.write_text("# SQ ablation (mean ± sd over seeds)\n\n" + table + "\n")
         print(table)
         return path
+    if a.seeds:
+        table = seeds_table(a.seeds)
+        path = Path(a.out) if a.out else Path(a.seeds) / "seeds.md"
+        path.write_text("# Quickstart runs across seeds (mean ± sd)\n\n" + table + "\n")
+        print(table)
+        return path
     if not a.run:
-        p.error("give --run or --ablation")
+        p.error("give --run, --ablation or --seeds")
     path = write_report(a.run, a.out, a.started_at)
     if a.print_table:
         print(format_table(json.loads((Path(a.run) / "metrics.json").read_text())))

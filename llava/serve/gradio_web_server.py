@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests, one line each
     engine = flags.load_engine_or_exit(args)
     app = WebDemo(
         engine, flags.decoding_from_args(args), flags.sq_from_args(args, GenerationSettings()),
