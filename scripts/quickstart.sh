@@ -13,7 +13,7 @@
 # FOUNDATION_ROOT, default checkpoints/tiny, from FOUNDATION_PRESET and FOUNDATION_SET), MERGED (where the merged model is written and
 # evaluated from; default checkpoints/sqllava-tiny, the CLI/demo default, or $OUT/merged for ci), PROJECTOR_TYPE
 # (mlp2x_gelu | cluster), VERSION (v1_sq | v1), SEED, THREADS, STEPS1, STEPS2, FOCUS_STEPS (0: no focus phase), FOCUS_LR,
-# FOCUS_OTHER, FOCUS_REPLAY, FOCUS_EXTRA, DEMO_QUESTIONS=0 (skip the demo endpoint check) and the other preset values can
+# FOCUS_OTHER, FOCUS_PROBE, FOCUS_REPLAY, FOCUS_EXTRA, DEMO_QUESTIONS=0 (skip the demo endpoint check) and the other preset values can
 # be overridden one by one; TRAIN_EXTRA / STAGE2_EXTRA: more flags for both stages / lora_instruct_tuning.sh;
 # INSTRUCT_MIX: the stage-2 record kinds, a name (qa-heavy: the full default; description-heavy: the ci preset's)
 # or weights, e.g. "qa=0.8,desc_qa=0.1,mc=0.04,detail=0.03,caption=0.03";
@@ -27,7 +27,7 @@ case $PRESET in
   full)
     : "${N_PRETRAIN:=4000}" "${N_INSTRUCT:=8000}" "${N_EVAL:=300}" "${N_SQ_IMAGES:=50}"
     # stage 1's loss is flat after ~50 steps; the time goes to stage 2 and the focus phase
-    : "${STEPS1:=200}" "${STEPS2:=800}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=1200}" ;;
+    : "${STEPS1:=200}" "${STEPS2:=1000}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=800}" ;;
   ci)  # less data and fewer steps; the description-heavy mix teaches attributes faster in few stage-2 steps
     : "${N_PRETRAIN:=2000}" "${N_INSTRUCT:=3000}" "${N_EVAL:=200}" "${N_SQ_IMAGES:=20}"
     : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=200}"
@@ -37,7 +37,7 @@ esac
 : "${OUT:=${QUICKSTART_OUT:-outputs/quickstart$([[ $PRESET == full ]] || echo "-$PRESET")}}"
 : "${VENV:=.venv}" "${FOUNDATION_ROOT:=checkpoints/tiny}" "${SEED:=0}" "${DATA_SEED:=0}" "${THREADS:=2}"
 : "${DATA:=$OUT/data}" "${FOUNDATION:=shipped}" "${FOUNDATION_PRESET:=full}"
-: "${FOCUS_LR:=2e-4}" "${FOCUS_OTHER:=0.3}" "${FOCUS_REPLAY:=0.35}" "${DEMO_QUESTIONS:=1}"
+: "${FOCUS_LR:=1e-4}" "${FOCUS_OTHER:=0.3}" "${FOCUS_PROBE:=0.75}" "${FOCUS_REPLAY:=0.25}" "${DEMO_QUESTIONS:=1}"
 : "${PROJECTOR_TYPE:=mlp2x_gelu}" "${VERSION:=v1_sq}" "${SQ_R:=0.5}"
 : "${LR1:=2e-3}" "${LR2:=1e-3}" "${PROJECTOR_LR2:=1e-3}" "${LORA_R:=64}" "${LORA_ALPHA:=128}"
 : "${MERGED:=$([[ $PRESET == full ]] && echo checkpoints/sqllava-tiny || echo "$OUT/merged")}"
@@ -156,7 +156,7 @@ phase_start focus
 # phase".
 # shellcheck disable=SC2086  # FOCUS_EXTRA: space-separated flags
 with_progress "$OUT/focus.log" "$PY" -m llava.quickstart.focus --model "$STAGE2_MERGED" --data "$DATA" \
-  --steps "$FOCUS_STEPS" --lr "$FOCUS_LR" --other "$FOCUS_OTHER" --replay "$FOCUS_REPLAY" --sq-r "$SQ_R" \
+  --steps "$FOCUS_STEPS" --lr "$FOCUS_LR" --other "$FOCUS_OTHER" --probe "$FOCUS_PROBE" --replay "$FOCUS_REPLAY" --sq-r "$SQ_R" \
   --threads "$THREADS" --seed "$SEED" --save "$MERGED" ${FOCUS_EXTRA:-}
 phase_end
 fi
@@ -205,7 +205,7 @@ path, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 d = json.load(open(path)); d = {"setup_s": round(t1 - t0, 1), **d}
 json.dump(d, open(path, "w"), indent=1)
 settings = dict(preset="$PRESET", projector="$PROJECTOR_TYPE", version="$VERSION", sq_r=$SQ_R, steps1=$STEPS1,
-                steps2=$STEPS2, focus_steps=$FOCUS_STEPS, focus_lr=$FOCUS_LR, focus_other=$FOCUS_OTHER,
+                steps2=$STEPS2, focus_steps=$FOCUS_STEPS, focus_lr=$FOCUS_LR, focus_other=$FOCUS_OTHER, focus_probe=$FOCUS_PROBE,
                 focus_replay=$FOCUS_REPLAY, foundation_source="$FOUNDATION", batch1=$BATCH1, batch2=$BATCH2, lr1=$LR1, lr2=$LR2, projector_lr2=$PROJECTOR_LR2,
                 lora_r=$LORA_R, lora_alpha=$LORA_ALPHA, n_pretrain=$N_PRETRAIN, n_instruct=$N_INSTRUCT,
                 n_eval=$N_EVAL, eval_conv="$EVAL_CONV", seed=$SEED, threads=$THREADS, data_seed=$DATA_SEED, data="$DATA",

@@ -214,3 +214,20 @@ def test_ask_questions_samples_more_rounds_until_k_distinct(engine, monkeypatch)
     assert seeds == [5, 6]  # a new seed per round, so a seeded round is not drawn twice
     rounds = iter([["junk"]] * 5)
     assert ask_questions(engine, _image(1), 2, settings, description="A red square.") == []  # at most 3 rounds
+
+
+def test_ask_questions_seeds_each_image_by_its_content(engine, monkeypatch):
+    """A fixed seed must give each image its own reproducible draws, not the same draws for every image."""
+    from llava.inference import self_questioning
+
+    seen = []
+
+    def fake(engine, images, descriptions, k, settings, batch_size, ids, **kw):
+        seen.append(ids[0])
+        return [["What is it?"]]
+
+    monkeypatch.setattr(self_questioning, "sample_questions", fake)
+    settings = GenerationSettings(temperature=1.0, seed=5)
+    for n in (1, 2, 1):
+        ask_questions(engine, _image(n), 1, settings, description="A red square.")
+    assert seen[0] == seen[2] != seen[1]

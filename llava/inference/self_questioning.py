@@ -6,6 +6,7 @@ How it differs from the reference: docs/reference.md#test-time-self-questioning.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -231,7 +232,10 @@ def ask_questions(
     for round_ in range(rounds):
         if settings.seed is not None and round_:
             settings = settings.replace(seed=settings.seed + 1)
-        for raw in sample_questions(engine, [image], [description], k, settings, max(k, 1), sq=sq)[0]:
+        # The image's content is part of the request ids that seed the sampling: a fixed seed gives each image its
+        # own reproducible draws, not the same draws for every image.
+        ids = [("image", zlib.crc32(image.tobytes()), image.size)]
+        for raw in sample_questions(engine, [image], [description], k, settings, max(k, 1), ids, sq=sq)[0]:
             question = tidy_question(raw, sq.conv_mode)
             if question is not None and len(kept) < k:
                 kept.setdefault(question.text.lower(), question)

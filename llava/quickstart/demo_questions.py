@@ -35,7 +35,7 @@ def demo_question_scores(rows: Sequence[dict[str, Any]], scenes_file: Path) -> d
 
 
 def ask_demo(model_path: str, images: Sequence[tuple[str, Path]], k: int, seed: int, log: Path,
-             threads: int) -> list[dict[str, Any]]:
+             threads: int, server_flags: Sequence[str] = ()) -> list[dict[str, Any]]:
     """[{"image", "questions"}] from a freshly started web demo's `/ask_questions`, one call per image."""
     from gradio_client import Client, handle_file
 
@@ -43,7 +43,7 @@ def ask_demo(model_path: str, images: Sequence[tuple[str, Path]], k: int, seed: 
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    args = ["-m", "llava.serve.gradio_web_server", "--model-path", model_path, "--seed", str(seed)]
+    args = ["-m", "llava.serve.gradio_web_server", "--model-path", model_path, "--seed", str(seed), *server_flags]
     with running_server(args, log, env) as url:
         client = Client(url, verbose=False)
         return [{"image": name, "questions": list(client.predict(handle_file(str(path)), k, api_name="/ask_questions"))}
@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True, help="the questions as JSON lines; scores in <out>.scores.json")
+    p.add_argument("server_flags", nargs="*", metavar="-- FLAG",
+                   help="more flags for the web demo (after --), e.g. -- --sq_temperature 0.7")
     a = p.parse_args(argv)
     records = read_jsonl(a.data / "eval" / "caption" / "questions.jsonl", "questions")[: a.n]
     images = [(r["image"], a.data / "images" / r["image"]) for r in records]
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
         try:
-            rows = ask_demo(a.model_path, images, a.k, a.seed, log, a.threads)
+            rows = ask_demo(a.model_path, images, a.k, a.seed, log, a.threads, a.server_flags)
         finally:
             if log.is_file():
                 (a.out.with_suffix(".server.log")).write_text(log.read_text())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                        help="after the warm-up: constant, or cosine decay to 0 at the last step")
     parser.add_argument("--lora", type=int, default=0, help="LoRA rank on the LM (alpha = 2 x rank); 0 trains it whole")
     parser.add_argument("--probe", type=float, default=0.5, help="share of POPE-style probes among existence samples")
     parser.add_argument("--other", type=float, default=0.0, help="share of the other short-answer types")
@@ -167,7 +170,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "vqa_existence": export_existence(args.data)}
         sets = {name: samples for name, samples in sets.items() if samples}  # a small export may hold no existence row
     optimizer = torch.optim.AdamW(focus.parameters(), lr=args.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / args.warmup))
+    def lr_factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / args.warmup)
+        if args.schedule == "constant":
+            return warm
+        return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, args.steps))))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     rng, scenes = random.Random(args.seed), scene_stream(args.seed, "focus-train", world)
     n_replay = round(args.batch * args.replay)
     if n_replay:
