@@ -26,8 +26,7 @@ PRESET=${QUICKSTART_PRESET:-full}
 case $PRESET in
   full)
     : "${N_PRETRAIN:=4000}" "${N_INSTRUCT:=8000}" "${N_EVAL:=300}" "${N_SQ_IMAGES:=50}"
-    # stage 1's loss is flat after ~50 steps; the time goes to stage 2 and the focus phase
-    : "${STEPS1:=200}" "${STEPS2:=1000}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=800}" ;;
+    : "${STEPS1:=400}" "${STEPS2:=1000}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=800}" ;;
   ci)  # less data and fewer steps; the description-heavy mix teaches attributes faster in few stage-2 steps
     : "${N_PRETRAIN:=2000}" "${N_INSTRUCT:=3000}" "${N_EVAL:=200}" "${N_SQ_IMAGES:=20}"
     : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=200}"
