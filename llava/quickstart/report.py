@@ -283,18 +283,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--started-at", type=float, default=None, help="epoch seconds the run started (total wall time)")
     p.add_argument("--print-table", action="store_true", help="print the metrics table")
     a = p.parse_args(argv)
-    if a.ablation:
-        table = ablation_table(a.ablation)
-        path = Path(a.out) if a.out else Path(a.ablation) / "ablation.md"
-        path.write_text("# SQ ablation (mean ± sd over seeds)\n\n" + table + "\n")
-        print(table)
-        return path
-    if a.seeds:
-        table = seeds_table(a.seeds)
-        path = Path(a.out) if a.out else Path(a.seeds) / "seeds.md"
-        path.write_text("# Quickstart runs across seeds (mean ± sd)\n\n" + table + "\n")
-        print(table)
-        return path
+    for root, summarise, name, title in ((a.ablation, ablation_table, "ablation.md", "SQ ablation"),
+                                         (a.seeds, seeds_table, "seeds.md", "Quickstart runs across seeds")):
+        if root:
+            try:
+                table = summarise(root)
+            except FileNotFoundError as err:
+                p.error(str(err))
+            path = Path(a.out) if a.out else Path(root) / name
+            path.write_text(f"# {title} (mean ± sd over seeds)\n\n{table}\n")
+            print(table)
+            return path
     if not a.run:
         p.error("give --run, --ablation or --seeds")
     path = write_report(a.run, a.out, a.started_at)
