@@ -77,9 +77,10 @@ def test_self_questioning_settings_per_program():
     cap = flags.sq_from_args(parse(model_cap, "--sq"), GenerationSettings())
     assert (cap.n_shot, cap.questions.temperature, cap.questions.top_k, cap.questions.max_new_tokens) == (5, 1.2, 300,
                                                                                                           300)
-    # the chat: the reference demo's question sampling, a greedy description, the chat's seed
+    # the chat: the reference loader's question sampling (docs/reference.md#d24-demo-question-sampling), a greedy
+    # description, the chat's seed
     chat = flags.sq_from_args(parse(cli, "--seed", "4"), GenerationSettings())
-    assert chat.questions == GenerationSettings(temperature=1.2, top_p=0.95, top_k=300, max_new_tokens=300, seed=4)
+    assert chat.questions == GenerationSettings(temperature=1.0, top_p=0.65, top_k=50, max_new_tokens=100, seed=4)
     assert not chat.description.do_sample and chat == flags.sq_from_defaults(flags.DEMO_QUESTIONS, seed=4)
     # visual_sq: its decoding flags sample the questions, the description stays greedy
     vsq = flags.sq_from_args(parse(visual_sq), GenerationSettings())

@@ -180,12 +180,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rng, scenes = random.Random(args.seed), scene_stream(args.seed, "focus-train", world)
     n_replay = round(args.batch * args.replay)
     if n_replay:
+        from llava.conversation import get_template
         from llava.data.dataset import DataConfig, make_supervised_data_module
 
+        template = focus.engine.conv_mode  # the checkpoint's training template; VUSER turns only where it has them
         replay = make_supervised_data_module(
             DataConfig(data_path=str(args.data / "instruct.json"), image_folder=str(args.data / "images"),
-                       template=focus.engine.conv_mode, model_max_length=512, num_image_tokens=focus.model.num_image_tokens,
-                       sq_r=args.sq_r, seed=args.seed),
+                       template=template, model_max_length=512, num_image_tokens=focus.model.num_image_tokens,
+                       sq_r=args.sq_r if get_template(template).vuser_role else 0.0, seed=args.seed),
             focus.tokenizer, focus.engine.image_processor)
         replay_order = torch.randperm(len(replay["train_dataset"]), generator=torch.Generator().manual_seed(args.seed))
     curve: list[dict] = []
