@@ -64,6 +64,8 @@ def test_files_and_cache(built, tmp_path_factory):
             assert (built.root / sub / name).is_file(), f"{sub}/{name}"
     record = json.loads((built.root / "foundation.json").read_text())
     assert record["key"] == TEST.key() and built.root.name == TEST.key()
+    # no build path inside the SentencePiece model: a rebuild writes the same bytes
+    assert b".tmp-" not in (built.tokenizer / "tokenizer.model").read_bytes()
     start = time.perf_counter()
     again = fd.build_foundation(built.root.parent, TEST)
     assert again.root == built.root and again.metrics["cached"] is True

@@ -262,6 +262,7 @@ def build_tokenizer(out: Path, config: FoundationConfig) -> dict:
     )
     shutil.move(str(prefix) + ".model", out / "tokenizer.model")
     os.remove(str(prefix) + ".vocab")
+    _drop_build_path(out / "tokenizer.model")
     tok_config = {
         "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
         "model_max_length": 2048, "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
@@ -274,6 +275,17 @@ def build_tokenizer(out: Path, config: FoundationConfig) -> dict:
     return {"vocab_size": len(tok), "tokens_v1_sq_system": n_sys,
             "roundtrip": tok.decode(tok(probe).input_ids, skip_special_tokens=True) == probe,
             "user_defined_symbols": len(symbols)}
+
+
+def _drop_build_path(model_file: Path) -> None:
+    """SentencePiece stores the (temporary) output path in the model; without it the file is the same on every
+    build, so the shipped set's hashes can be reproduced."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    proto.trainer_spec.model_prefix = ""
+    model_file.write_bytes(proto.SerializeToString())
 
 
 # ------------------------------------------------------------------------------------------ tiny CLIP
