@@ -114,6 +114,22 @@ def test_seeds_table_rows_and_spread(tmp_path):
         seeds_table(tmp_path / "none")
 
 
+@pytest.mark.parametrize(("threads", "checked"), [(2, True), (1, False)])
+def test_wall_time_is_checked_for_the_two_core_default_only(tmp_path, threads, checked):
+    import time
+
+    from llava.quickstart.report import write_report
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"timings": {"data_s": 5.0}}))
+    (tmp_path / "settings.json").write_text(json.dumps({"seed": 0, "threads": threads}))
+    write_report(tmp_path, started_at=time.time() - 14 * 60)  # a 14-minute run: over the 13-minute target
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 14 <= metrics["timings"]["total_s"] / 60 < 14.1
+    walls = [t for t in metrics["targets"] if t["name"] == "wall time (min)"]
+    assert (walls and not walls[0]["passed"]) if checked else not walls
+    assert "wall time (min)" in (tmp_path / "report.md").read_text()  # reported either way
+
+
 def test_binding_row_is_reported_against_chance_not_checked():
     truth = [{"question_id": i, "answer": a, "category": "existence"} for i, a in enumerate(["yes", "no"] * 5)]
     scores = vqa_scores([{"question_id": i, "text": "yes"} for i in range(10)], truth)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llava.constants import SHORT_ANSWER_PROMPT
 from llava.eval.answer_file import (
     JoinReport,
     answer_error,
@@ -334,8 +335,6 @@ def _mmvet_run(a: argparse.Namespace) -> JoinReport:
 # MME: per-category "image\tquestion\tground_truth\tprediction" files for the official eval_tool/calculation.py.
 # --------------------------------------------------------------------------------------------------------------
 
-MME_SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
-
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
@@ -360,7 +359,7 @@ def load_mme_ground_truth(data_path: PathLike) -> dict[tuple[str, str], list[tup
 
 
 def _mme_question(prompt: str) -> str:
-    return _squash(prompt.replace(MME_SHORT_ANSWER_SUFFIX, ""))
+    return _squash(prompt.replace(SHORT_ANSWER_PROMPT, ""))
 
 
 def _mme_split_id(question_id: str) -> tuple[str, str, str]:

@@ -10,13 +10,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from llava.constants import SINGLE_PRED_PROMPT as SINGLE_PRED_PROMPT_EN
 from llava.eval import cli_common as cc
 from llava.eval.answer_file import question_round_key
 from llava.inference import flags
 
 OPTION_LETTERS = "ABCDEFGHIJ"
 SINGLE_PRED_PROMPT = {
-    "en": "Answer with the option's letter from the given choices directly.",
+    "en": SINGLE_PRED_PROMPT_EN,
     "cn": "请直接回答选项字母。",
 }
 

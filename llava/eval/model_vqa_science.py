@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.constants import DEFAULT_IMAGE_TOKEN, SINGLE_PRED_PROMPT
 from llava.eval import cli_common as cc
 from llava.inference import flags
-
-SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
 
 
 def build_parser() -> argparse.ArgumentParser:

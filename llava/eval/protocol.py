@@ -43,12 +43,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from llava.constants import SINGLE_PRED_PROMPT
 from llava.inference.self_questioning import DESCRIBE_PROMPT
 
 PROTOCOL_NAMES = ("ours", "paper")
 DEFAULT_PROTOCOL = "ours"
 PAPER_CAPTION_MAX_WORDS = 20  # the reference caption scorer's default --max_words
-SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
 
 # preprocessing -> image_aspect_ratio (None: the checkpoint's config.json value, as the engine's default)
 PREPROCESSING = {"as_trained": None, "crop": "square", "pad": "pad"}

@@ -41,7 +41,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
+from llava.constants import (
+    ANSWER_FORMAT_INSTRUCTIONS,
+    DEFAULT_IM_END_TOKEN,
+    DEFAULT_IM_START_TOKEN,
+    DEFAULT_IMAGE_TOKEN,
+)
 from llava.eval import cli_common as cc
 from llava.eval.answer_file import id_key, read_jsonl
 from llava.eval.visual_sq import list_images
@@ -61,9 +66,8 @@ CONTEXT_MODES = ("auto", "describe")
 ROLE_MARKERS = ("USER:", "ASSISTANT:", "VUSER:", "</s>")
 IMAGE_MARKERS = (DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IMAGE_TOKEN)
 # LLaVA-1.5's answer-format instructions; a model trained on its data may append one to a question.
-INSTRUCTIONS = ("Answer the question using a single word or phrase.",
-                "Answer with the option's letter from the given choices directly.")
-_INSTRUCTION_RE = re.compile("|".join(r"\s*" + re.escape(s.rstrip(".")) + r"\.?" for s in INSTRUCTIONS), re.I)
+_INSTRUCTION_RE = re.compile(
+    "|".join(r"\s*" + re.escape(s.rstrip(".")) + r"\.?" for s in ANSWER_FORMAT_INSTRUCTIONS), re.I)
 DROP_REASONS = ("empty", "role_marker", "repeat")
 
 

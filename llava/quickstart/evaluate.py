@@ -155,8 +155,9 @@ def sq_scores(rows: Sequence[Mapping[str, Any]], scenes_file: Path, n_examples: 
     return score_answer_rows(rows, load_scenes(scenes_file), n_examples)
 
 
-def check_targets(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """[(name, value, target, passed)] for every acceptance target whose metric is present."""
+def check_targets(metrics: Mapping[str, Any], check_wall: bool = True) -> list[dict[str, Any]]:
+    """[(name, value, target, passed)] for every acceptance target whose metric is present; `check_wall=False`
+    leaves out the wall-time target (it is set for the default run on 2 cores, not for other thread counts)."""
     out = []
 
     def add(name: str, value: float, target: float, passed: bool) -> None:
@@ -187,7 +188,7 @@ def check_targets(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
         add("demo SQ role markers", demo["role_markers"], TARGETS["demo_role_markers"],
             demo["role_markers"] <= TARGETS["demo_role_markers"])
     wall = metrics.get("timings", {}).get("total_s")
-    if wall is not None:
+    if wall is not None and check_wall:
         add("wall time (min)", wall / 60, TARGETS["wall_minutes"], wall / 60 <= TARGETS["wall_minutes"])
     return out
 

@@ -6,13 +6,15 @@ import dataclasses
 import re
 from collections.abc import Callable
 
+from llava.constants import SHORT_ANSWER_PROMPT
+
 from .scene import ALL_COLORS, ALL_SHAPES, POSITION_NAMES, SIZES, Scene, SceneObject, position_name
 
 QTYPES: tuple[str, ...] = ("color", "shape", "size", "count", "existence", "position", "relation")
 YES_NO_QTYPES: frozenset[str] = frozenset({"existence", "relation"})
 
 # LLaVA-1.5's short-VQA instruction; its data and eval files join it to the question with a newline.
-SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
+SHORT_ANSWER_SUFFIX = SHORT_ANSWER_PROMPT
 
 # relation word -> predicate on (subject cell, object cell)
 RELATIONS: dict[str, Callable[[tuple[int, int], tuple[int, int]], bool]] = {
