@@ -26,17 +26,17 @@ PRESET=${QUICKSTART_PRESET:-full}
 case $PRESET in
   full)
     : "${N_PRETRAIN:=4000}" "${N_INSTRUCT:=8000}" "${N_EVAL:=300}" "${N_SQ_IMAGES:=50}"
-    : "${STEPS1:=400}" "${STEPS2:=1000}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=800}" "${FOCUS_OTHER:=0.5}" ;;
+    : "${STEPS1:=400}" "${STEPS2:=1000}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=800}" ;;
   ci)  # less data and fewer steps; the description-heavy mix teaches attributes faster in few stage-2 steps
     : "${N_PRETRAIN:=2000}" "${N_INSTRUCT:=3000}" "${N_EVAL:=200}" "${N_SQ_IMAGES:=20}"
-    : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=200}" "${FOCUS_OTHER:=0.3}"
+    : "${STEPS1:=300}" "${STEPS2:=500}" "${BATCH1:=32}" "${BATCH2:=32}" "${FOCUS_STEPS:=200}"
     : "${INSTRUCT_MIX=description-heavy}" "${DEMO_QUESTIONS:=0}" ;;
   *) echo "unknown QUICKSTART_PRESET=$PRESET (full | ci)" >&2; exit 2 ;;
 esac
 : "${OUT:=${QUICKSTART_OUT:-outputs/quickstart$([[ $PRESET == full ]] || echo "-$PRESET")}}"
 : "${VENV:=.venv}" "${FOUNDATION_ROOT:=checkpoints/tiny}" "${SEED:=0}" "${DATA_SEED:=0}" "${THREADS:=2}"
 : "${DATA:=$OUT/data}" "${FOUNDATION:=shipped}" "${FOUNDATION_PRESET:=full}"
-: "${FOCUS_LR:=1e-4}" "${FOCUS_PROBE:=0.75}" "${FOCUS_REPLAY:=0.25}" "${DEMO_QUESTIONS:=1}"
+: "${FOCUS_LR:=1e-4}" "${FOCUS_OTHER:=0.3}" "${FOCUS_PROBE:=0.75}" "${FOCUS_REPLAY:=0.25}" "${DEMO_QUESTIONS:=1}"
 : "${PROJECTOR_TYPE:=mlp2x_gelu}" "${VERSION:=v1_sq}" "${SQ_R:=0.5}"
 : "${LR1:=2e-3}" "${LR2:=1e-3}" "${PROJECTOR_LR2:=1e-3}" "${LORA_R:=64}" "${LORA_ALPHA:=128}"
 : "${MERGED:=$([[ $PRESET == full ]] && echo checkpoints/sqllava-tiny || echo "$OUT/merged")}"
