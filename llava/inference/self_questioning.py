@@ -228,13 +228,13 @@ def ask_questions(
     settings = settings or sq.questions
     if description is None:
         description = describe(engine, [image], sq, 1)[0]
+    # The image's content is part of the request ids that seed the sampling: a fixed seed gives each image its
+    # own reproducible draws, not the same draws for every image.
+    ids = [("image", zlib.crc32(image.tobytes()), image.size)]
     kept: dict[str, SelfQuestion] = {}
     for round_ in range(rounds):
         if settings.seed is not None and round_:
             settings = settings.replace(seed=settings.seed + 1)
-        # The image's content is part of the request ids that seed the sampling: a fixed seed gives each image its
-        # own reproducible draws, not the same draws for every image.
-        ids = [("image", zlib.crc32(image.tobytes()), image.size)]
         for raw in sample_questions(engine, [image], [description], k, settings, max(k, 1), ids, sq=sq)[0]:
             question = tidy_question(raw, sq.conv_mode)
             if question is not None and len(kept) < k:
