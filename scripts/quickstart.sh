@@ -5,7 +5,7 @@
 # checkpoints/sqllava-tiny (the CLI / web demo default), run the eval entry points on held-out ShapesWorld sets, a
 # self-questioning demo and the web demo's own question endpoint, and write a report with a metrics table.
 #
-#   bash scripts/quickstart.sh                         # about 12 minutes on 2 CPU cores
+#   bash scripts/quickstart.sh                         # 13-15 minutes on 2 CPU cores
 #   QUICKSTART_PRESET=ci bash scripts/quickstart.sh    # a shortened run (CI: tests/test_quickstart.py)
 #
 # Environment: QUICKSTART_PRESET (full | ci), QUICKSTART_OUT (default outputs/quickstart[-ci]), SKIP_SETUP=1 (use
